@@ -1,0 +1,31 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Each creates .venv when missing and installs scorekit and every plugin under plugins/ (editable).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.scorekit-installed
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+JOBS   ?= 2
+
+.PHONY: run test install bench docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,plot,metrics]' $(foreach p,$(PLUGINS),-e $(p))
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m scorekit.cli run-default
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/estimators.py
+	$(PY) benchmarks/samplers.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

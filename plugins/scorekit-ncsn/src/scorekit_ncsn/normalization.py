@@ -1,0 +1,92 @@
+"""Conditional instance normalisation with mean information (CondInstanceNorm++).
+
+Song & Ermon (2019), appendix A. Plain instance normalisation removes every feature
+map's spatial mean, so the network cannot tell, say, a reddish image from a bluish one
+(colour shifts in the samples). CondInstanceNorm++ normalises each map but adds back
+the map's mean, *relative to the other maps' means*, through a learned per-level
+coefficient ``alpha``:
+
+    z_k = gamma[i, k] * (x_k - mu_k) / s_k + beta[i, k] + alpha[i, k] * (mu_k - m) / v
+
+where ``i`` is the noise-level index, ``mu_k`` and ``s_k`` are the spatial mean and
+standard deviation of map ``k``, and ``m`` and ``v`` are the mean and standard
+deviation of the ``mu_k`` across the maps of one example.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["CondInstanceNormPlusPlus"]
+
+
+class CondInstanceNormPlusPlus(nn.Module):
+    """CondInstanceNorm++ over ``[B, C, H, W]`` feature maps, conditioned on a level index.
+
+    Each of the ``num_levels`` noise levels has its own ``gamma``, ``alpha`` and ``beta``
+    vectors of length ``num_features`` (``3 * num_levels * num_features`` parameters,
+    as in the reference implementation).
+
+    Numerical details follow the authors' code (github ermongroup/ncsn):
+
+    * ``s_k`` is the biased spatial standard deviation, ``sqrt(var + eps)``, as in
+      :class:`torch.nn.InstanceNorm2d`;
+    * ``v`` is ``sqrt(var + eps)`` of the per-map means with the *unbiased* (n - 1)
+      variance across maps, which is why at least two feature maps are required.
+
+    One deliberate difference from the authors' code: the reference evaluates
+    ``gamma * (x_hat + alpha * mu_hat) + beta``, i.e. its mean term is scaled by
+    ``gamma * alpha``. This module evaluates the paper's formula, with ``alpha``
+    alone. The two are the same family of functions (reference weights convert with
+    ``alpha_here = gamma_ref * alpha_ref``) and have the same parameter count.
+
+    Initialisation, as in the reference: ``gamma`` and ``alpha`` ~ N(1, 0.02**2),
+    ``beta`` = 0.
+    """
+
+    def __init__(self, num_features: int, num_levels: int, *, eps: float = 1e-5) -> None:
+        super().__init__()
+        if num_features < 2:
+            raise ValueError(
+                f"CondInstanceNormPlusPlus needs num_features >= 2 (the spread of the "
+                f"per-map means is undefined for one map), got {num_features}"
+            )
+        if num_levels < 1:
+            raise ValueError(f"CondInstanceNormPlusPlus needs num_levels >= 1, got {num_levels}")
+        self.num_features = num_features
+        self.num_levels = num_levels
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.empty(num_levels, num_features))
+        self.alpha = nn.Parameter(torch.empty(num_levels, num_features))
+        self.beta = nn.Parameter(torch.empty(num_levels, num_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Scales start near one (N(1, 0.02^2)) and shifts at zero, as in the reference."""
+        with torch.no_grad():
+            self.gamma.normal_(1.0, 0.02)
+            self.alpha.normal_(1.0, 0.02)
+            self.beta.zero_()
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` ([B, C, H, W]) with the parameters of each example's level.
+
+        ``level`` is a long tensor of shape [B] with values in ``[0, num_levels)``.
+        """
+        map_mean = x.mean(dim=(2, 3), keepdim=True)  # mu_k, [B, C, 1, 1]
+        map_var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
+        x_hat = (x - map_mean) / torch.sqrt(map_var + self.eps)
+
+        # Where each map's mean sits among the maps of its example.
+        across_mean = map_mean.mean(dim=1, keepdim=True)  # m
+        across_var = map_mean.var(dim=1, keepdim=True, unbiased=True)
+        mean_hat = (map_mean - across_mean) / torch.sqrt(across_var + self.eps)
+
+        gamma = self.gamma[level][:, :, None, None]
+        alpha = self.alpha[level][:, :, None, None]
+        beta = self.beta[level][:, :, None, None]
+        return gamma * x_hat + beta + alpha * mean_hat
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_levels={self.num_levels}, eps={self.eps}"

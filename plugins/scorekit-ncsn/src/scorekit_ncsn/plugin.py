@@ -1,0 +1,20 @@
+"""Registers the NCSN image setup with scorekit (entry point ``ncsn`` in the group ``scorekit``)."""
+
+from __future__ import annotations
+
+import torch
+from scorekit import hookimpl
+
+from .refinenet import NCSN
+
+
+def ncsn_network(*, sigmas: torch.Tensor | None, channels: int = 3, image_size: int = 32, ngf: int = 128) -> NCSN:
+    """The noise-conditional RefineNet of appendix A; compose() passes the composition's sigmas."""
+    if sigmas is None:
+        raise ValueError("network 'ncsn' is noise-conditional: compose it with sigmas (e.g. the paper's default)")
+    return NCSN(sigmas=sigmas, channels=channels, image_size=image_size, ngf=ngf)
+
+
+@hookimpl
+def register_networks(register):
+    register("ncsn", ncsn_network)

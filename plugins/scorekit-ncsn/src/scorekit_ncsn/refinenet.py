@@ -1,0 +1,193 @@
+"""The noise-conditional RefineNet score network of NCSN (Song & Ermon 2019, appendix A).
+
+Architecture (ngf = width of the first cascade; 128 for CIFAR-10 / CelebA, 64 for MNIST):
+
+* input rescaled from [0, 1] to [-1, 1], then a 3x3 conv to ``ngf`` maps;
+* encoder, four stages of two pre-activation residual blocks each:
+  stage 1 at full resolution, ``ngf`` maps; stage 2 halves the resolution (the only
+  real subsampling) and doubles to ``2 ngf`` maps; stages 3 and 4 stay at that
+  resolution and width and use dilation 2 and 4 instead of subsampling;
+* decoder, a 4-cascade RefineNet: refine blocks go from the coarsest stage back to
+  the finest, each fusing an encoder stage with the previous block's output;
+* a final CondInstanceNorm++, ELU and a 3x3 conv back to the image channels.
+
+Every normalisation is a CondInstanceNorm++ conditioned on the noise-level index.
+The parameter count equals the authors' ``CondRefineNetDilated`` for the same
+configuration (30,117,635 for CIFAR-10 at ngf=128 with 10 levels; 7,638,657 for
+MNIST at ngf=64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import CondRefineBlock, CondResidualBlock
+from .normalization import CondInstanceNormPlusPlus
+
+__all__ = ["NCSN"]
+
+#: relative tolerance for matching a sigma to one of the network's levels
+SIGMA_RTOL = 1e-4
+
+
+class NCSN(nn.Module):
+    """Noise-conditional score network ``s_theta(x, sigma)`` for images.
+
+    Args:
+        sigmas: the noise levels, a 1-D float tensor or sequence, strictly descending
+            (sigma_1 > ... > sigma_L). Its length is the number of levels L; it is
+            kept as the buffer ``sigmas`` (saved in the state dict).
+        channels: image channels C.
+        image_size: image height and width (square images); must be even, because
+            the encoder halves the resolution once.
+        ngf: width of the first cascade (the others use ``2 * ngf``).
+
+    ``forward(x, sigma)`` takes ``x`` of shape [B, C, image_size, image_size] with
+    pixels in [0, 1] (perturbed data may leave that range) and ``sigma`` of shape [B]
+    (or a scalar, used for the whole batch), each entry one of ``sigmas`` up to a
+    relative tolerance of 1e-4. It returns the estimated score, shaped like ``x``.
+    """
+
+    def __init__(
+        self,
+        *,
+        sigmas: torch.Tensor | Sequence[float],
+        channels: int = 3,
+        image_size: int = 32,
+        ngf: int = 128,
+    ) -> None:
+        super().__init__()
+        sigmas_t = torch.as_tensor(sigmas, dtype=torch.get_default_dtype()).detach().clone()
+        if sigmas_t.ndim != 1 or sigmas_t.numel() == 0:
+            raise ValueError(
+                f"NCSN needs sigmas as a non-empty 1-D sequence of noise levels, "
+                f"got shape {tuple(sigmas_t.shape)}"
+            )
+        if not bool(torch.isfinite(sigmas_t).all()) or not bool((sigmas_t > 0).all()):
+            raise ValueError(f"NCSN needs finite positive sigmas, got {sigmas_t.tolist()}")
+        if sigmas_t.numel() > 1 and not bool((sigmas_t[1:] < sigmas_t[:-1]).all()):
+            raise ValueError(
+                f"NCSN needs strictly descending sigmas (sigma_1 > ... > sigma_L), "
+                f"got {sigmas_t.tolist()}"
+            )
+        if channels < 1:
+            raise ValueError(f"NCSN needs channels >= 1, got {channels}")
+        if image_size < 2 or image_size % 2:
+            raise ValueError(
+                f"NCSN needs an even image_size >= 2 (the encoder halves it once), got {image_size}"
+            )
+        if ngf < 2:
+            raise ValueError(f"NCSN needs ngf >= 2, got {ngf}")
+
+        self.channels = channels
+        self.image_size = image_size
+        self.ngf = ngf
+        self.register_buffer("sigmas", sigmas_t)
+        num_levels = sigmas_t.numel()
+        self.num_levels = num_levels
+        wide = 2 * ngf
+
+        self.begin_conv = nn.Conv2d(channels, ngf, kernel_size=3, padding=1)
+
+        def stage(c_in: int, c_out: int, *, downsample: bool, dilation: int | None) -> nn.ModuleList:
+            """Two residual blocks; the first may subsample (or stand in for it)."""
+            return nn.ModuleList(
+                [
+                    CondResidualBlock(
+                        c_in, c_out, num_levels, downsample=downsample, dilation=dilation
+                    ),
+                    CondResidualBlock(c_out, c_out, num_levels, dilation=dilation),
+                ]
+            )
+
+        self.stage1 = stage(ngf, ngf, downsample=False, dilation=None)
+        self.stage2 = stage(ngf, wide, downsample=True, dilation=None)  # H/2
+        self.stage3 = stage(wide, wide, downsample=True, dilation=2)  # dilated, still H/2
+        self.stage4 = stage(wide, wide, downsample=True, dilation=4)  # dilated, still H/2
+
+        self.refine4 = CondRefineBlock([wide], wide, num_levels)
+        self.refine3 = CondRefineBlock([wide, wide], wide, num_levels)
+        self.refine2 = CondRefineBlock([wide, wide], ngf, num_levels)
+        self.refine1 = CondRefineBlock([ngf, ngf], ngf, num_levels, is_last=True)
+
+        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels)
+        self.act = nn.ELU()
+        self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
+            f"num_levels={self.num_levels}"
+        )
+
+    def sigma_to_level(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Indices (long, shape [B]) of the stored levels that the entries of ``sigma`` match.
+
+        A sigma matches level ``j`` when ``|sigma - sigmas[j]| <= 1e-4 * sigmas[j]``.
+        Raises ValueError, naming the levels, for a sigma that matches none.
+        """
+        levels = self.sigmas.to(device=sigma.device, dtype=torch.float64)
+        s = sigma.detach().to(torch.float64)
+        rel_err = (s[:, None] - levels[None, :]).abs() / levels[None, :]  # [B, L]
+        best_err, best = rel_err.min(dim=1)
+        bad = ~(best_err <= SIGMA_RTOL)  # also catches NaN
+        if bool(bad.any()):
+            unknown = sorted({float(v) for v in s[bad].cpu().tolist()})
+            raise ValueError(
+                f"NCSN got sigma value(s) {unknown} that are not among its noise levels "
+                f"(relative tolerance {SIGMA_RTOL:g}); levels: {self.sigmas.tolist()}"
+            )
+        return best
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"NCSN(channels={self.channels}, image_size={self.image_size}) got input of "
+                f"shape {tuple(x.shape)}; expected [B, {self.channels}, {self.image_size}, "
+                f"{self.image_size}]"
+            )
+
+    def _check_sigma(self, sigma: torch.Tensor | float | None, x: torch.Tensor) -> torch.Tensor:
+        if sigma is None:
+            raise ValueError(
+                "NCSN is noise-conditional: forward(x, sigma) needs sigma, a tensor of shape "
+                f"[B] with each example's noise level, one of {self.sigmas.tolist()}"
+            )
+        sigma_t = torch.as_tensor(sigma, device=x.device)
+        batch = x.shape[0]
+        if sigma_t.ndim == 0:
+            sigma_t = sigma_t.expand(batch)
+        if tuple(sigma_t.shape) != (batch,):
+            raise ValueError(
+                f"NCSN needs sigma of shape [B] = [{batch}] (or a scalar), "
+                f"got shape {tuple(sigma_t.shape)}"
+            )
+        return sigma_t
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Score estimate at ``x`` (pixels in [0, 1]) for each example's noise level ``sigma``."""
+        self._check_input(x)
+        level = self.sigma_to_level(self._check_sigma(sigma, x))
+
+        h = self.begin_conv(2.0 * x - 1.0)  # [0, 1] -> [-1, 1], as the reference does
+
+        skips: list[torch.Tensor] = []
+        for stage in (self.stage1, self.stage2, self.stage3, self.stage4):
+            for block in stage:
+                h = block(h, level)
+            skips.append(h)
+        s1, s2, s3, s4 = skips
+
+        def size(t: torch.Tensor) -> tuple[int, int]:
+            return (t.shape[2], t.shape[3])
+
+        r = self.refine4([s4], level, size(s4))
+        r = self.refine3([s3, r], level, size(s3))
+        r = self.refine2([s2, r], level, size(s2))
+        r = self.refine1([s1, r], level, size(s1))
+
+        return self.end_conv(self.act(self.end_norm(r, level)))

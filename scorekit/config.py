@@ -1,0 +1,153 @@
+"""Helpers for component options: frozen, keyword-only attrs configs with validators.
+
+A component's options are the fields of an ``@attrs.frozen(kw_only=True)`` class; the
+defaults written there are the only place a default lives. :func:`build` turns a
+factory and a dict of options into a component, turning every mistake into an
+:class:`~scorekit.errors.OptionError` that names the component, the option and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+
+from scorekit.errors import OptionError
+
+frozen = attrs.frozen(kw_only=True)
+
+
+# --- validators -----------------------------------------------------------------------
+
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"option '{attribute.name}' must be a finite number > 0, got {value!r}")
+
+
+def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"option '{attribute.name}' must be an integer >= 1, got {value!r}")
+
+
+def non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"option '{attribute.name}' must be an integer >= 0, got {value!r}")
+
+
+def probability(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must lie strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"option '{attribute.name}' must be a number in (0, 1), got {value!r}")
+
+
+def one_of(*choices: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """Value must be one of ``choices``."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"option '{attribute.name}' must be one of {list(choices)}, got {value!r}")
+
+    return check
+
+
+def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be True or False (not a truthy string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"option '{attribute.name}' must be True or False, got {value!r}")
+
+
+def optional(validator: Callable[[Any, attrs.Attribute, Any], None]) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """``None`` or a value that passes ``validator``."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None:
+            validator(instance, attribute, value)
+
+    return check
+
+
+def value_range(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """``None`` or a pair ``(low, high)`` of finite numbers with low < high."""
+    if value is None:
+        return
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+        and value[0] < value[1]
+    )
+    if not ok:
+        raise ValueError(f"option '{attribute.name}' must be None or a pair (low, high) with low < high, got {value!r}")
+
+
+# --- building components from options -------------------------------------------------
+
+def accepted_options(factory: Callable[..., Any]) -> tuple[list[str], bool]:
+    """The option names ``factory`` accepts, and whether it takes arbitrary ``**kwargs``."""
+    if attrs.has(factory):
+        return [a.alias or a.name for a in attrs.fields(factory) if a.init], False
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return [], True
+    names = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The default of every option of ``factory`` that has one (for listings and docs)."""
+    if attrs.has(factory):
+        out = {}
+        for a in attrs.fields(factory):
+            if not a.init:
+                continue
+            if isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
+                out[a.alias or a.name] = a.default.factory()  # type: ignore[union-attr]
+            elif a.default is not attrs.NOTHING:
+                out[a.alias or a.name] = a.default
+        return out
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not p.empty}
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate nearest to ``name`` (for 'did you mean' hints), or None."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def build(label: str, factory: Callable[..., Any], options: Mapping[str, Any], *, hidden: Iterable[str] = ()) -> Any:
+    """Call ``factory(**options)``; wrong names or values raise :class:`OptionError`.
+
+    ``label`` names the component in messages (e.g. ``"sampler 'hmc'"``); ``hidden``
+    lists options that scorekit passes itself (such as ``sigmas``) and that are not
+    shown to the user as allowed.
+    """
+    if not isinstance(options, Mapping):
+        raise OptionError(f"{label}: options must be a dict of name -> value, got {type(options).__name__}")
+    names, open_ended = accepted_options(factory)
+    if not open_ended:
+        public = [n for n in names if n not in set(hidden)]
+        for key in options:
+            if key not in names:
+                hint = closest(key, public)
+                raise OptionError(
+                    f"{label} has no option {key!r}; allowed: {', '.join(public) or '(none)'}"
+                    + (f" (did you mean {hint!r}?)" if hint else "")
+                )
+    try:
+        return factory(**options)
+    except OptionError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{label}: {exc}") from exc

@@ -1,0 +1,42 @@
+"""Exceptions raised by scorekit.
+
+Every error says what is wrong and what is allowed, so that a user never has to read
+scorekit's source to fix a call.
+"""
+
+from __future__ import annotations
+
+
+class ScorekitError(Exception):
+    """Base class of every error scorekit raises on purpose."""
+
+
+class UnknownComponentError(ScorekitError, KeyError):
+    """A component name that no plugin registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginConflictError(ScorekitError):
+    """Two different plugins claimed one name for one kind of component."""
+
+
+class PluginLoadError(ScorekitError):
+    """An entry-point plugin failed to import or register."""
+
+
+class OptionError(ScorekitError, ValueError):
+    """A component option with a wrong name or value."""
+
+
+class CompositionError(ScorekitError, ValueError):
+    """Components that cannot work together (e.g. a sampler that needs sigmas, composed without)."""
+
+
+class DataError(ScorekitError, ValueError):
+    """Data that a component cannot use: empty batch, NaN, wrong shape, device or dtype."""
+
+
+class DivergenceError(ScorekitError, FloatingPointError):
+    """A loss or a sampler chain that became NaN or infinite."""

@@ -1,0 +1,32 @@
+"""Samplers: plain PyTorch, no plugin machinery (``scorekit.builtin.samplers`` registers them).
+
+Each sampler is a frozen attrs config that is its own factory (``Langevin(step_size=0.1)``)
+and is called as ``sampler(score, x_init, *, sigmas, generator=None, callback=None)``.
+"""
+
+from scorekit.samplers.adaptation import DualAveraging, DualAveragingState, RunningVariance, window_schedule
+from scorekit.samplers.annealed import AnnealedLangevin
+from scorekit.samplers.hmc import HMC, HMCInfo, HMCState, HMCSummary, Potential
+from scorekit.samplers.info import SamplerStep
+from scorekit.samplers.inpaint import KnownEntries, check_mask
+from scorekit.samplers.langevin import Langevin, LangevinFamily, Level, run_levels
+
+__all__ = [
+    "AnnealedLangevin",
+    "DualAveraging",
+    "DualAveragingState",
+    "HMC",
+    "HMCInfo",
+    "HMCState",
+    "HMCSummary",
+    "KnownEntries",
+    "Langevin",
+    "LangevinFamily",
+    "Level",
+    "Potential",
+    "RunningVariance",
+    "SamplerStep",
+    "check_mask",
+    "run_levels",
+    "window_schedule",
+]

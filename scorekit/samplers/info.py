@@ -1,0 +1,44 @@
+"""What every sampler hands its ``callback`` after each step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class SamplerStep:
+    """One step of a sampler, as passed to ``callback(info)``.
+
+    The float fields are computed only when a callback is given, so a run without one
+    costs nothing extra. ``x`` is the state after the step; the sampler never modifies
+    it afterwards, so a callback may keep it without copying.
+    """
+
+    #: step index, counting from 0 over the whole run (all levels, warm-up included)
+    step: int
+    #: noise-level index from 0 (largest sigma) to L-1, or None for a single-level run
+    level: int | None
+    #: the noise level fed to the network, or None for an unconditional network
+    sigma: float | None
+    #: the step size of this step (annealed Langevin: alpha_i of Algorithm 1; HMC: leapfrog step)
+    step_size: float
+    #: mean over the batch of the per-example L2 norm of the score used in this step
+    score_norm: float
+    #: mean Metropolis acceptance probability of this step over the chains (None: no accept test)
+    acceptance_rate: float | None = None
+    #: whether the step belongs to an adaptation (warm-up) phase
+    warmup: bool = False
+    #: number of chains whose transition diverged in this step (None: not tracked)
+    divergent: int | None = None
+    #: the current samples, shaped like ``x_init``
+    x: torch.Tensor
+    #: the run's summary, on the last step of samplers that keep one (HMC: :class:`HMCSummary`)
+    summary: Any = None
+
+
+def mean_norm(t: torch.Tensor) -> float:
+    """Mean over the batch of the per-example L2 norm of ``t`` ([B, ...])."""
+    return t.detach().flatten(1).norm(dim=1).mean().item()

@@ -1,0 +1,198 @@
+"""Langevin dynamics (Eq. 4) and the loop the whole Langevin family shares.
+
+One loop runs a list of noise levels; plain Langevin is one level, annealed Langevin
+(Algorithm 1, :mod:`scorekit.samplers.annealed`) is L of them, and inpainting
+(Algorithm 2) is either of them with a projection applied after each update.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import attrs
+import torch
+
+from scorekit import rng
+from scorekit.config import boolean, frozen, optional, positive, positive_int, value_range
+from scorekit.errors import DataError
+from scorekit.samplers._common import (
+    Callback, FiniteMonitor, as_pair, as_score, check_init, fixed_sigma, progress_bar, required_range,
+)
+from scorekit.samplers.info import SamplerStep, mean_norm
+from scorekit.samplers.inpaint import KnownEntries, check_known, check_mask
+from scorekit.score import ScoreFunction, sigma_batch
+
+
+@attrs.frozen
+class Level:
+    """One noise level of a Langevin run: ``n_steps`` updates with ``step_size`` at ``sigma``."""
+
+    index: int | None
+    sigma: float | None
+    step_size: float
+    n_steps: int
+
+
+def run_levels(
+    score: ScoreFunction,
+    x: torch.Tensor,
+    levels: Sequence[Level],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    clamp: tuple[float, float] | None = None,
+    projection: KnownEntries | None = None,
+    denoise_sigma: float | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Langevin updates ``x <- x + alpha/2 s(x, sigma) + sqrt(alpha) z`` (Eq. 4), level by level.
+
+    ``projection`` (inpainting) is applied at the start of each level and after every
+    update, and its ``final`` once at the end. ``denoise_sigma`` adds one noise-free step
+    ``x + sigma^2 s(x, sigma)`` at the end. Raises :class:`DivergenceError` if a chain
+    becomes NaN or inf. ``x`` is not modified.
+    """
+    monitor = FiniteMonitor()
+    total = sum(level.n_steps for level in levels) + (denoise_sigma is not None)
+    bar = progress_bar(total, "sampling", "step") if progress else None
+    step = 0
+    with torch.no_grad():
+        for level in levels:
+            sigma = sigma_batch(level.sigma, x)
+            half, root = level.step_size / 2, math.sqrt(level.step_size)
+            if projection is not None:
+                x = projection.begin_level(x, level.sigma, generator)
+            for _ in range(level.n_steps):
+                s = score(x, sigma)
+                # fresh tensor: x itself is never written, so a callback may keep it
+                x_new = rng.randn_like(x, generator).mul_(root).add_(s, alpha=half).add_(x)
+                if clamp is not None:
+                    x_new.clamp_(*clamp)
+                x = x_new if projection is None else projection(x_new)
+                monitor.record(x, step, level.index, level.sigma)
+                if callback is not None:
+                    callback(SamplerStep(step=step, level=level.index, sigma=level.sigma,
+                                         step_size=level.step_size, score_norm=mean_norm(s), x=x))
+                step += 1
+                if bar is not None:
+                    bar.update()
+            monitor.check()
+        if denoise_sigma is not None:
+            s = score(x, sigma_batch(denoise_sigma, x))
+            x = x + denoise_sigma**2 * s
+            if clamp is not None:
+                x.clamp_(*clamp)
+            if projection is not None:
+                x = projection(x)
+            last = levels[-1].index if levels else None
+            monitor.record(x, step, last, denoise_sigma)
+            monitor.check()
+            if callback is not None:
+                callback(SamplerStep(step=step, level=last, sigma=denoise_sigma,
+                                     step_size=denoise_sigma**2, score_norm=mean_norm(s), x=x))
+            if bar is not None:
+                bar.update()
+        if projection is not None:
+            x = projection.final(x)
+    if bar is not None:
+        bar.close()
+    return x
+
+
+class LangevinFamily:
+    """Generation, inpainting and initial noise for samplers defined by a list of :class:`Level`.
+
+    A subclass is an attrs config with ``init_range``, ``clamp`` and ``progress`` fields
+    and implements ``levels(sigmas)`` (and may set ``denoise_sigma(sigmas)``).
+    """
+
+    init_range: tuple[float, float]
+    clamp: tuple[float, float] | None
+    progress: bool
+
+    def levels(self, sigmas: torch.Tensor | None) -> list[Level]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def denoise_sigma(self, sigmas: torch.Tensor | None) -> float | None:
+        """The sigma of a final noise-free denoising step, or None for none."""
+        return None
+
+    def validate_composition(self, score: ScoreFunction, sigmas: torch.Tensor | None) -> None:
+        """Raise :class:`CompositionError` for what the arguments alone show to be wrong."""
+
+    def initial_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform noise in ``init_range`` shaped like ``like`` (the paper's initialisation for [0, 1] data)."""
+        low, high = self.init_range
+        return rng.rand_like(like, generator).mul_(high - low).add_(low)
+
+    def _run(
+        self, score: Any, x: torch.Tensor, sigmas: torch.Tensor | None, generator: torch.Generator | None,
+        callback: Callback | None, projection: KnownEntries | None,
+    ) -> torch.Tensor:
+        score = as_score(score)
+        self.validate_composition(score, sigmas)
+        return run_levels(
+            score, x, self.levels(sigmas), generator=generator, callback=callback, clamp=self.clamp,
+            projection=projection, denoise_sigma=self.denoise_sigma(sigmas), progress=self.progress,
+        )
+
+    def __call__(
+        self, score: Any, x_init: torch.Tensor, *, sigmas: torch.Tensor | None = None,
+        generator: torch.Generator | None = None, callback: Callback | None = None,
+    ) -> torch.Tensor:
+        """Samples shaped like ``x_init``, one chain per example."""
+        return self._run(score, check_init(x_init), sigmas, generator, callback, None)
+
+    def inpaint(
+        self, score: Any, y: torch.Tensor, mask: Any, *, x_init: torch.Tensor | None = None,
+        sigmas: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
+        """Fill the entries of ``y`` where ``mask`` is 0 (Algorithm 2).
+
+        ``mask`` is bool or 0/1, 1 on known entries, and broadcasts to ``y``; unknown
+        entries of ``y`` are ignored (NaN allowed). Unknown entries start from
+        :meth:`initial_noise` unless ``x_init`` (shaped like ``y``) is given. The returned
+        known entries equal ``y`` bit for bit.
+        """
+        if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] == 0 or not y.is_floating_point():
+            raise DataError(f"y must be a floating tensor [batch, ...], got {getattr(y, 'shape', type(y).__name__)}")
+        mask = check_mask(mask, y)
+        check_known(y, mask)
+        if x_init is None:
+            x = self.initial_noise(y, generator)
+        else:
+            x = check_init(x_init)
+            if x.shape != y.shape:
+                raise DataError(f"x_init of shape {tuple(x.shape)} must have the shape of y, {tuple(y.shape)}")
+        return self._run(score, x, sigmas, generator, callback, KnownEntries(y, mask))
+
+
+@frozen
+class Langevin(LangevinFamily):
+    """Langevin dynamics at one noise level (Eq. 4): ``x_t = x_{t-1} + eps/2 s(x_{t-1}) + sqrt(eps) z_t``.
+
+    The paper's baseline for images uses ``step_size=2e-5, n_steps=1000`` at
+    ``sigma=0.01`` (section 5), and ``step_size=0.1, n_steps=1000`` on the toy mixture
+    (Fig. 3), where it gets the mode weights wrong; see annealed Langevin for the fix.
+
+    Options:
+        step_size: eps of Eq. 4 (> 0).
+        n_steps: T, the number of updates.
+        sigma: the noise level fed to a noise-conditional network; None means the smallest
+            of the composition's sigmas, or ``sigma=None`` for an unconditional network.
+        init_range: (low, high) of the uniform initial noise (:meth:`initial_noise`).
+        clamp: optional (low, high) range the samples are clamped to after each step.
+        progress: show a tqdm progress bar.
+    """
+
+    step_size: float = attrs.field(default=2e-5, validator=positive)
+    n_steps: int = attrs.field(default=1000, validator=positive_int)
+    sigma: float | None = attrs.field(default=None, validator=optional(positive))
+    init_range: tuple[float, float] = attrs.field(default=(0.0, 1.0), validator=required_range, converter=as_pair)
+    clamp: tuple[float, float] | None = attrs.field(default=None, validator=value_range, converter=as_pair)
+    progress: bool = attrs.field(default=False, validator=boolean)
+
+    def levels(self, sigmas: torch.Tensor | None) -> list[Level]:
+        return [Level(index=None, sigma=fixed_sigma(self.sigma, sigmas), step_size=self.step_size, n_steps=self.n_steps)]
