@@ -1,10 +1,16 @@
-"""Registers the NCSN image setup with scorekit (entry point ``ncsn`` in the group ``scorekit``)."""
+"""Registers the NCSN image setup with scorekit (entry point ``ncsn`` in the group ``scorekit``).
+
+Everything here is public scorekit API: the network, the datasets and the presets are
+components like any other, so the paper's setup is one composed configuration among many.
+"""
 
 from __future__ import annotations
 
 import torch
 from scorekit import hookimpl
 
+from .datasets import DATASETS
+from .presets import PRESETS
 from .refinenet import NCSN
 
 
@@ -18,3 +24,15 @@ def ncsn_network(*, sigmas: torch.Tensor | None, channels: int = 3, image_size: 
 @hookimpl
 def register_networks(register):
     register("ncsn", ncsn_network)
+
+
+@hookimpl
+def register_datasets(register):
+    for name, factory in DATASETS.items():
+        register(name, factory)
+
+
+@hookimpl
+def register_presets(register):
+    for name, factory in PRESETS.items():
+        register(name, factory)

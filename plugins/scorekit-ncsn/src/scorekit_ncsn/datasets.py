@@ -1,0 +1,220 @@
+"""The paper's datasets (section 5) and two that need no download: scikit-learn's digits and any image folder.
+
+Every dataset yields image tensors ``C x H x W`` with pixels in [0, 1]. Nothing is
+downloaded: when files are missing, :class:`DatasetNotFoundError` says exactly which
+files to put where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from scorekit.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A dataset's files are not where they should be; the message says what to put where."""
+
+
+class ImagesOnly(Dataset):
+    """Drops the labels of a torchvision dataset and applies a tensor transform."""
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        item = self.base[i]
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        return self.transform(image) if self.transform is not None else image
+
+
+class TensorImages(Dataset):
+    """Images held in one ``[N, C, H, W]`` tensor in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = self.images[i]
+        return self.transform(image) if self.transform is not None else image
+
+
+def _root(root: str | Path | None, default: str) -> Path:
+    return Path(root if root is not None else Path("data") / default).expanduser()
+
+
+def _transforms(*, flip: bool, crop: int | None = None, size: int | tuple[int, int] | None = None):
+    from torchvision import transforms as T
+
+    steps: list = []
+    if crop:
+        steps.append(T.CenterCrop(crop))
+    if size:
+        steps.append(T.Resize(size, antialias=True))
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps.append(T.ToTensor())
+    return T.Compose(steps)
+
+
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST = ("test_batch",)
+
+
+def read_cifar10_batches(folder: Path, names: Sequence[str]) -> torch.Tensor:
+    """The images of CIFAR-10 python pickles (``cifar-10-batches-py``) as uint8 ``[N, 3, 32, 32]``."""
+    import pickle
+
+    import numpy as np
+
+    arrays = []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"CIFAR-10 file {path} is corrupt or not a CIFAR-10 batch ({exc}); extract the archive again") from exc
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DataError(f"CIFAR-10 file {path} holds data of shape {data.shape}; expected [N, 3072]")
+        arrays.append(data)
+    return torch.from_numpy(np.concatenate(arrays)).reshape(-1, 3, 32, 32)
+
+
+def cifar10(root: str | Path | None = None, train: bool = True, flip: bool = True) -> Dataset:
+    """CIFAR-10 (3 x 32 x 32) from the python pickles; random horizontal flips for training (section 5)."""
+    base = _root(root, "cifar10")
+    folder = base / "cifar-10-batches-py"
+    names = CIFAR10_TRAIN if train else CIFAR10_TEST
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found: missing {', '.join(missing)} in {folder}. Download cifar-10-python.tar.gz "
+            f"(https://www.cs.toronto.edu/~kriz/cifar.html) and extract it into {base} so that "
+            f"{folder}/data_batch_1 exists; or pass --data PATH pointing at the folder that holds cifar-10-batches-py/"
+        )
+    images = read_cifar10_batches(folder, names).float().div_(255.0)
+    return TensorImages(images, transform=_random_flip if (flip and train) else None)
+
+
+def _random_flip(image: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip with probability 1/2 (the data loader's RNG, seeded by the trainer)."""
+    return image.flip(-1) if torch.rand(()) < 0.5 else image
+
+
+def mnist(root: str | Path | None = None, train: bool = True) -> Dataset:
+    """MNIST (1 x 28 x 28), no flips (section 5)."""
+    from torchvision.datasets import MNIST
+
+    base = _root(root, "mnist")
+    raw = base / "MNIST" / "raw"
+    stem = "train" if train else "t10k"
+    needed = [f"{stem}-images-idx3-ubyte", f"{stem}-labels-idx1-ubyte"]
+    if not all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for n in needed):
+        raise DatasetNotFoundError(
+            f"MNIST not found: put {', '.join(needed)} (or their .gz files, from http://yann.lecun.com/exdb/mnist/) "
+            f"in {raw}; or pass --data PATH pointing at the folder that holds MNIST/raw/"
+        )
+    return ImagesOnly(MNIST(str(base), train=train, download=False, transform=_transforms(flip=False)))
+
+
+def celeba(root: str | Path | None = None, train: bool = True, flip: bool = True) -> Dataset:
+    """CelebA: center-crop 140, resize to 32 x 32, random flips (section 5)."""
+    from torchvision.datasets import CelebA
+
+    base = _root(root, "celeba")
+    folder = base / "celeba"
+    needed = ["img_align_celeba", "list_eval_partition.txt", "identity_CelebA.txt", "list_attr_celeba.txt",
+              "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt"]
+    missing = [n for n in needed if not (folder / n).exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"CelebA not found: missing {', '.join(missing)} in {folder}. Download the aligned images "
+            f"(img_align_celeba.zip, extracted to {folder}/img_align_celeba/) and the annotation files from "
+            f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html into {folder}/"
+        )
+    ds = CelebA(str(base), split="train" if train else "test", download=False,
+                transform=_transforms(flip=flip and train, crop=140, size=32))
+    return ImagesOnly(ds)
+
+
+def digits(root: str | Path | None = None, train: bool = True, holdout: float = 0.2, split_seed: int = 0) -> Dataset:
+    """scikit-learn's bundled handwritten digits: 1,797 real 8 x 8 images (1 channel), offline.
+
+    A fixed permutation (``split_seed``) puts ``holdout`` of them in the test split, so
+    train and held-out sets never change between runs.
+    """
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images).float().div_(16.0).unsqueeze(1)
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(split_seed))
+    n_test = int(round(holdout * images.shape[0]))
+    idx = order[n_test:] if train else order[:n_test]
+    return TensorImages(images[idx].contiguous())
+
+
+def folder(root: str | Path | None = None, train: bool = True, image_size: int | None = None,
+           channels: int = 3, holdout: float = 0.05, flip: bool = False) -> Dataset:
+    """Any folder of images (searched recursively), resized to ``image_size`` when given.
+
+    A fixed ``holdout`` fraction of the sorted file list is the test split.
+    """
+    if root is None:
+        raise DatasetNotFoundError("dataset 'folder' needs a root: pass --data PATH (a folder of .png/.jpg images)")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DatasetNotFoundError(f"image folder {base} does not exist")
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"image folder {base} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    n_test = max(1, int(round(holdout * len(files)))) if len(files) > 1 else 0
+    chosen = files[n_test:] if train else files[:n_test]
+    size = (image_size, image_size) if image_size else None
+    return ImageFiles(chosen, channels=channels, transform=_transforms(flip=flip and train, size=size))
+
+
+class ImageFiles(Dataset):
+    """Image files decoded with PIL; a file that cannot be read is an error naming it."""
+
+    MODES = {1: "L", 3: "RGB"}
+
+    def __init__(self, files: Sequence[Path], channels: int, transform: Callable) -> None:
+        if channels not in self.MODES:
+            raise ValueError(f"folder dataset: channels must be one of {list(self.MODES)}, got {channels!r}")
+        self.files, self.mode, self.transform = list(files), self.MODES[channels], transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as img:
+                return self.transform(img.convert(self.mode))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
+
+
+#: registered name -> factory
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "cifar10": cifar10,
+    "mnist": mnist,
+    "celeba": celeba,
+    "digits": digits,
+    "folder": folder,
+}

@@ -1,0 +1,176 @@
+"""The full configuration of a training run, as frozen attrs classes.
+
+A :class:`RunConfig` is what a preset returns, what ``scorekit train`` resolves from
+``--preset``, a TOML file and ``key=value`` overrides, and what a checkpoint stores, so
+that a run can be resumed or sampled from with exactly the settings it was trained with.
+Every default is written once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+import torch
+
+from scorekit.config import boolean, closest, frozen, non_negative_int, optional, positive, positive_int, probability, value_range
+from scorekit.errors import OptionError
+from scorekit.sigmas import as_sigmas, geometric_sigmas
+
+
+def _dict(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"option '{attribute.name}' must be a table (dict), got {value!r}")
+
+
+@frozen
+class SigmaConfig:
+    """Noise levels: geometric from ``first`` to ``last`` in ``n`` levels, or an explicit ``values`` list."""
+
+    first: float = attrs.field(default=1.0, validator=positive)
+    last: float = attrs.field(default=0.01, validator=positive)
+    n: int = attrs.field(default=10, validator=positive_int)
+    values: tuple[float, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+
+    def tensor(self) -> torch.Tensor:
+        """The schedule as a validated 1-D tensor."""
+        if self.values is not None:
+            return as_sigmas(list(self.values))  # type: ignore[return-value]
+        return geometric_sigmas(self.first, self.last, self.n)
+
+
+@frozen
+class ModelConfig:
+    """What to pass to :func:`scorekit.compose`. ``sigmas=None`` composes an unconditional model."""
+
+    network: str = "mlp"
+    estimator: str = "dsm"
+    sampler: str = "annealed_langevin"
+    sigmas: SigmaConfig | None = attrs.field(factory=SigmaConfig)
+    network_options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    estimator_options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    sampler_options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+
+
+@frozen
+class DataConfig:
+    """A registered dataset and where it lives. ``root=None`` is the dataset's default location."""
+
+    name: str = "digits"
+    root: str | None = None
+    options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
+    holdout_fraction: float = attrs.field(default=0.1, validator=probability)
+
+
+@frozen
+class TrainConfig:
+    """Optimisation, checkpointing and monitoring (section 5 and appendix B.2 of the paper)."""
+
+    n_iters: int = attrs.field(default=200_000, validator=positive_int)
+    batch_size: int = attrs.field(default=128, validator=positive_int)
+    lr: float = attrs.field(default=1e-3, validator=positive)
+    beta1: float = attrs.field(default=0.9, validator=probability)
+    beta2: float = attrs.field(default=0.999, validator=probability)
+    weight_decay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
+    grad_clip: float | None = attrs.field(default=None, validator=optional(positive))
+    ema_decay: float | None = attrs.field(default=None, validator=optional(probability))
+    checkpoint_every: int = attrs.field(default=5_000, validator=positive_int)
+    sample_every: int = attrs.field(default=5_000, validator=non_negative_int)
+    eval_every: int = attrs.field(default=5_000, validator=non_negative_int)
+    log_every: int = attrs.field(default=100, validator=positive_int)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    num_workers: int = attrs.field(default=0, validator=non_negative_int)
+    bf16: bool = attrs.field(default=False, validator=boolean)
+    channels_last: bool = attrs.field(default=False, validator=boolean)
+    compile: bool = attrs.field(default=False, validator=boolean)
+    device: str = "auto"
+
+
+@frozen
+class SampleConfig:
+    """Final sampling: how many samples, in which batches, from which initial noise."""
+
+    n_samples: int = attrs.field(default=1_000, validator=positive_int)
+    batch_size: int = attrs.field(default=250, validator=positive_int)
+    grid_size: int = attrs.field(default=64, validator=positive_int)
+    clamp: tuple[float, float] | None = attrs.field(default=(0.0, 1.0), validator=value_range,
+                                                    converter=attrs.converters.optional(tuple))
+    use_ema: bool = attrs.field(default=True, validator=boolean)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+
+
+@frozen
+class RunConfig:
+    """One run: the composition, the data, training and sampling."""
+
+    name: str = "run"
+    model: ModelConfig = attrs.field(factory=ModelConfig)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    sample: SampleConfig = attrs.field(factory=SampleConfig)
+
+    # --- (de)serialisation ------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts (TOML/JSON-ready; tuples become lists)."""
+        return _plain(attrs.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Build from nested dicts, with errors that name the section and key."""
+        return _structure(cls, data, "")
+
+    def override(self, updates: Mapping[str, Any]) -> "RunConfig":
+        """A copy with dotted-key updates applied, e.g. ``{"train.lr": 1e-4, "model.sigmas.n": 20}``."""
+        data = self.to_dict()
+        for dotted, value in updates.items():
+            *path, leaf = dotted.split(".")
+            node: Any = data
+            for i, key in enumerate(path):
+                if not isinstance(node, dict) or key not in node:
+                    raise OptionError(f"unknown config section {'.'.join(path[: i + 1])!r} in override {dotted!r}")
+                if node[key] is None:  # e.g. model.sigmas = None, now being filled in
+                    node[key] = {}
+                node = node[key]
+            if not isinstance(node, dict):
+                raise OptionError(f"cannot set {dotted!r}: {'.'.join(path)!r} is not a section")
+            node[leaf] = value
+        return RunConfig.from_dict(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_NESTED: dict[type, dict[str, type]] = {
+    RunConfig: {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig},
+    ModelConfig: {"sigmas": SigmaConfig},
+}
+
+# option tables whose keys are the component's own (checked by compose, not here)
+_FREE_TABLES = {"network_options", "estimator_options", "sampler_options", "options"}
+
+
+def _structure(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise OptionError(f"config section {where or '(top)'!r} must be a table, got {data!r}")
+    names = [a.name for a in attrs.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        here = f"{where}.{key}" if where else key
+        if key not in names:
+            hint = closest(key, names)
+            raise OptionError(
+                f"unknown config key {here!r}; allowed in {where or 'the top level'}: {', '.join(names)}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+            )
+        sub = _NESTED.get(cls, {}).get(key)
+        kwargs[key] = _structure(sub, value, here) if (sub is not None and value is not None) else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"config section {where or '(top)'!r}: {exc}") from exc
