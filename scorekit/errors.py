@@ -40,3 +40,7 @@ class DataError(ScorekitError, ValueError):
 
 class DivergenceError(ScorekitError, FloatingPointError):
     """A loss or a sampler chain that became NaN or infinite."""
+
+
+class CheckpointError(ScorekitError):
+    """A checkpoint file that cannot be used (missing, truncated, corrupt or of another run); names the file."""

@@ -16,6 +16,11 @@ from scorekit.sigmas import as_sigmas
 Callback = Callable[[Any], None]
 
 
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """``[B, ...]`` as ``[B, n]`` (one row per example; ``[B]`` data gives ``[B, 1]``)."""
+    return t.reshape(t.shape[0], -1)
+
+
 def as_pair(value: Any) -> Any:
     """attrs converter: a list pair becomes a tuple (anything else is left for the validator)."""
     return tuple(value) if isinstance(value, list) else value
@@ -23,9 +28,13 @@ def as_pair(value: Any) -> Any:
 
 def required_range(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """A pair ``(low, high)`` of finite numbers with low < high (None not allowed)."""
-    if value is None:
-        raise ValueError(f"option '{attribute.name}' must be a pair (low, high) with low < high, got None")
-    value_range(instance, attribute, value)
+    try:
+        value_range(instance, attribute, value)
+        ok = value is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"option '{attribute.name}' must be a pair (low, high) of finite numbers with low < high, got {value!r}")
 
 
 def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -89,7 +98,7 @@ class FiniteMonitor:
         self._where: list[tuple[int, int | None, float | None]] = []
 
     def record(self, x: torch.Tensor, step: int, level: int | None, sigma: float | None) -> None:
-        self._flags.append(torch.isfinite(x).flatten(1).all(dim=1))
+        self._flags.append(rows(torch.isfinite(x)).all(dim=1))
         self._where.append((step, level, sigma))
         if len(self._flags) >= self.every:
             self.check()

@@ -49,11 +49,10 @@ class AnnealedLangevin(LangevinFamily):
         levels = levels_of(sigmas)
         assert levels is not None  # validate_composition ran
         last = levels[-1]
-        return [
+        out = [
             Level(index=i, sigma=s, step_size=self.step_size * s**2 / last**2, n_steps=self.steps_per_level)
             for i, s in enumerate(levels)
         ]
-
-    def denoise_sigma(self, sigmas: torch.Tensor | None) -> float | None:
-        levels = levels_of(sigmas)
-        return levels[-1] if self.final_denoise and levels else None
+        if self.final_denoise:
+            out.append(Level(index=len(levels) - 1, sigma=last, step_size=last**2, n_steps=1, noise=False))
+        return out

@@ -7,6 +7,8 @@ from typing import Any
 import attrs
 import torch
 
+from scorekit.samplers._common import rows
+
 
 @attrs.frozen(kw_only=True, eq=False)
 class SamplerStep:
@@ -41,4 +43,4 @@ class SamplerStep:
 
 def mean_norm(t: torch.Tensor) -> float:
     """Mean over the batch of the per-example L2 norm of ``t`` ([B, ...])."""
-    return t.detach().flatten(1).norm(dim=1).mean().item()
+    return rows(t.detach()).norm(dim=1).mean().item()

@@ -26,12 +26,17 @@ from scorekit.score import ScoreFunction, sigma_batch
 
 @attrs.frozen
 class Level:
-    """One noise level of a Langevin run: ``n_steps`` updates with ``step_size`` at ``sigma``."""
+    """One noise level of a Langevin run: ``n_steps`` updates with ``step_size`` at ``sigma``.
+
+    ``noise=False`` makes the updates noise-free, ``x + step_size * s(x, sigma)`` (with
+    ``step_size = sigma^2`` this is the final denoising step, Tweedie's formula).
+    """
 
     index: int | None
     sigma: float | None
     step_size: float
     n_steps: int
+    noise: bool = True
 
 
 def run_levels(
@@ -43,30 +48,31 @@ def run_levels(
     callback: Callback | None = None,
     clamp: tuple[float, float] | None = None,
     projection: KnownEntries | None = None,
-    denoise_sigma: float | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Langevin updates ``x <- x + alpha/2 s(x, sigma) + sqrt(alpha) z`` (Eq. 4), level by level.
 
-    ``projection`` (inpainting) is applied at the start of each level and after every
-    update, and its ``final`` once at the end. ``denoise_sigma`` adds one noise-free step
-    ``x + sigma^2 s(x, sigma)`` at the end. Raises :class:`DivergenceError` if a chain
-    becomes NaN or inf. ``x`` is not modified.
+    ``projection`` (inpainting, Algorithm 2) starts each noisy level (drawing that level's
+    noisy copy of the known entries) and is applied after every update; its ``final`` runs
+    once at the end. Raises :class:`DivergenceError` if a chain becomes NaN or inf.
+    ``x`` is not modified.
     """
     monitor = FiniteMonitor()
-    total = sum(level.n_steps for level in levels) + (denoise_sigma is not None)
-    bar = progress_bar(total, "sampling", "step") if progress else None
+    bar = progress_bar(sum(level.n_steps for level in levels), "sampling", "step") if progress else None
     step = 0
     with torch.no_grad():
         for level in levels:
             sigma = sigma_batch(level.sigma, x)
             half, root = level.step_size / 2, math.sqrt(level.step_size)
-            if projection is not None:
+            if projection is not None and level.noise:
                 x = projection.begin_level(x, level.sigma, generator)
             for _ in range(level.n_steps):
                 s = score(x, sigma)
-                # fresh tensor: x itself is never written, so a callback may keep it
-                x_new = rng.randn_like(x, generator).mul_(root).add_(s, alpha=half).add_(x)
+                # a fresh tensor each step: x is never written in place, so a callback may keep it
+                if level.noise:
+                    x_new = rng.randn_like(x, generator).mul_(root).add_(s, alpha=half).add_(x)
+                else:
+                    x_new = torch.add(x, s, alpha=level.step_size)
                 if clamp is not None:
                     x_new.clamp_(*clamp)
                 x = x_new if projection is None else projection(x_new)
@@ -78,21 +84,6 @@ def run_levels(
                 if bar is not None:
                     bar.update()
             monitor.check()
-        if denoise_sigma is not None:
-            s = score(x, sigma_batch(denoise_sigma, x))
-            x = x + denoise_sigma**2 * s
-            if clamp is not None:
-                x.clamp_(*clamp)
-            if projection is not None:
-                x = projection(x)
-            last = levels[-1].index if levels else None
-            monitor.record(x, step, last, denoise_sigma)
-            monitor.check()
-            if callback is not None:
-                callback(SamplerStep(step=step, level=last, sigma=denoise_sigma,
-                                     step_size=denoise_sigma**2, score_norm=mean_norm(s), x=x))
-            if bar is not None:
-                bar.update()
         if projection is not None:
             x = projection.final(x)
     if bar is not None:
@@ -104,7 +95,7 @@ class LangevinFamily:
     """Generation, inpainting and initial noise for samplers defined by a list of :class:`Level`.
 
     A subclass is an attrs config with ``init_range``, ``clamp`` and ``progress`` fields
-    and implements ``levels(sigmas)`` (and may set ``denoise_sigma(sigmas)``).
+    and implements ``levels(sigmas)``.
     """
 
     init_range: tuple[float, float]
@@ -113,10 +104,6 @@ class LangevinFamily:
 
     def levels(self, sigmas: torch.Tensor | None) -> list[Level]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def denoise_sigma(self, sigmas: torch.Tensor | None) -> float | None:
-        """The sigma of a final noise-free denoising step, or None for none."""
-        return None
 
     def validate_composition(self, score: ScoreFunction, sigmas: torch.Tensor | None) -> None:
         """Raise :class:`CompositionError` for what the arguments alone show to be wrong."""
@@ -134,7 +121,7 @@ class LangevinFamily:
         self.validate_composition(score, sigmas)
         return run_levels(
             score, x, self.levels(sigmas), generator=generator, callback=callback, clamp=self.clamp,
-            projection=projection, denoise_sigma=self.denoise_sigma(sigmas), progress=self.progress,
+            projection=projection, progress=self.progress,
         )
 
     def __call__(

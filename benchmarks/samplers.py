@@ -1,0 +1,125 @@
+"""Sampler overhead: time per sampler step / time of one bare network forward.
+
+A small conv net (4 conv layers, 64 channels, ELU) on 32x32x3 data, batch 16, on CPU.
+Each round times the bare forward and every sampler back to back (in a rotating
+order); the ratio is taken within a round and the median over rounds is reported,
+because a shared machine is noisy. Goal: <= 1.05 for the Langevin family (the update,
+the noise draw and the divergence check cost nothing next to the network).
+
+    python benchmarks/samplers.py [--rounds 30] [--steps 6] [--threads 1]
+
+Many short rounds (a few network calls each) rather than a few long ones, and one
+thread by default: on a shared 2-core machine a second OpenMP thread makes every
+timing hostage to the neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from scorekit.samplers import HMC, AnnealedLangevin, Langevin
+from scorekit.score import ScoreFunction, append_dims
+
+
+class ConvScore(nn.Module):
+    """4 conv layers, ``channels`` wide, ELU; output divided by sigma (NCSNv2's scaling)."""
+
+    def __init__(self, channels: int = 64, image_channels: int = 3) -> None:
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            nn.Conv2d(image_channels, c, 3, padding=1), nn.ELU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ELU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ELU(),
+            nn.Conv2d(c, image_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        out = self.body(x)
+        return out if sigma is None else out / append_dims(sigma, x.ndim)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=6, help="network calls per timing")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    net = ConvScore().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    score = ScoreFunction(net)
+    x = torch.rand(args.batch, 3, 32, 32)
+    n = args.steps
+    levels = 2
+    sigmas = torch.logspace(0, -2, levels)
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.full((args.batch,), 0.01)
+    leapfrog = 3
+    transitions = max(1, n // leapfrog)
+
+    def forward() -> None:
+        with torch.no_grad():
+            for _ in range(n):
+                net(x, sigma)
+
+    per_step: dict[str, Callable[[], float]] = {
+        "langevin": lambda: timed(lambda: Langevin(n_steps=n)(score, x, sigmas=sigmas, generator=g)) / n,
+        "langevin + callback": lambda: timed(
+            lambda: Langevin(n_steps=n)(score, x, sigmas=sigmas, generator=g, callback=lambda info: None)
+        ) / n,
+        "annealed_langevin": lambda: timed(
+            lambda: AnnealedLangevin(steps_per_level=n // levels)(score, x, sigmas=sigmas, generator=g)
+        ) / (levels * (n // levels)),
+        # unadjusted (the net has no energy); per leapfrog step, including the start-up score call
+        "hmc (per leapfrog step)": lambda: timed(
+            lambda: HMC(metropolis=False, n_warmup=0, n_steps=transitions, n_leapfrog=leapfrog, step_size=1e-3)(
+                score, x, sigmas=sigmas, generator=g)
+        ) / (transitions * leapfrog),
+    }
+    forward()  # warm-up (allocator, oneDNN kernels)
+    for run in per_step.values():
+        run()
+
+    ratios: dict[str, list[float]] = {name: [] for name in per_step}
+    forwards: list[float] = []
+    names = list(per_step)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        f_before = timed(forward) / n
+        times = {name: per_step[name]() for name in order}
+        f_after = timed(forward) / n
+        f = (f_before + f_after) / 2
+        forwards.append(f)
+        for name, t in times.items():
+            ratios[name].append(t / f)
+
+    print(f"command: {' '.join([sys.executable.rsplit('/', 1)[-1], 'benchmarks/samplers.py'] + (argv or sys.argv[1:]))}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}x3x32x32, "
+          f"conv net 4x64 ch, {args.rounds} rounds x {n} steps; bare forward median "
+          f"{statistics.median(forwards) * 1e3:.2f} ms\n")
+    print("| sampler | step / forward (median) | min | max |")
+    print("| --- | --- | --- | --- |")
+    for name, rs in ratios.items():
+        print(f"| {name} | {statistics.median(rs):.3f} | {min(rs):.3f} | {max(rs):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

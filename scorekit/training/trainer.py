@@ -1,0 +1,474 @@
+"""The training loop: any composition, any dataset.
+
+:func:`train` runs Adam on ``model.loss`` over shuffled batches, with optional EMA and
+gradient clipping, and writes into its run directory:
+
+- ``last.pt`` every ``checkpoint_every`` steps and at the end (``ckpt_<step>.pt`` as
+  well with ``keep_all=True``; ``best.pt`` with ``best_metric``);
+- ``metrics.jsonl``: training loss, learning rate and iterations per second every
+  ``log_every`` steps, the held-out loss every ``eval_every`` steps, and what
+  ``on_checkpoint`` returns;
+- ``grid_<step>.png`` every ``sample_every`` steps for image data.
+
+On CPU, the same seed, config and thread count train to bit-identical weights, and a
+run resumed from a checkpoint continues bit-identically (``num_workers=0``): the
+checkpoint holds the optimiser, the EMA and every random state, and evaluation, grids
+and hooks run in a forked RNG so that they never change what training draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+import zlib
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import attrs
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from scorekit.checks import check_batch, check_same_device_dtype
+from scorekit.errors import CheckpointError, DivergenceError, OptionError
+from scorekit.model import ScoreModel
+from scorekit.training import distributed
+from scorekit.training.checkpoint import (
+    atomic_copy,
+    capture_rng,
+    load_checkpoint,
+    preserved_rng,
+    remove_stale_temporaries,
+    restore_global_rng,
+    save_checkpoint,
+)
+from scorekit.training.config import RunConfig, SampleConfig, TrainConfig
+from scorekit.training.data import Batches, Data, DataOrder, dataset_size, fetch
+from scorekit.training.ema import EMA
+from scorekit.training.monitor import MetricsLog, heldout_loss, is_image_batch, save_grid
+
+logger = logging.getLogger("scorekit.training")
+
+#: ``on_checkpoint(step, model, run_dir) -> {metric: value}`` (or None)
+CheckpointHook = Callable[[int, ScoreModel, Path], "dict[str, Any] | None"]
+
+
+@attrs.frozen
+class StepInfo:
+    """What a per-step ``callback`` receives, after the optimiser step."""
+
+    step: int  #: completed steps
+    loss: torch.Tensor  #: the step's loss, detached (``.item()`` synchronises a GPU)
+    lr: float
+    grad_norm: torch.Tensor | None  #: global gradient norm before clipping (only with ``grad_clip``)
+
+
+@attrs.frozen
+class TrainResult:
+    """What :func:`train` returns; the model passed in carries the trained (raw) weights."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None  #: ``last.pt`` (None on ranks other than 0)
+    loss: float | None  #: mean training loss of the last logging window
+    heldout_loss: float | None  #: the last held-out loss, if evaluated
+    ema: EMA | None  #: the EMA weights (``result.ema.copy_to(model)`` to use them)
+    best: dict[str, Any] | None = None  #: ``{"metric", "value", "step"}`` of ``best.pt``
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """An independent 63-bit seed for each purpose (and rank) from the one ``TrainConfig.seed``."""
+    words = [seed] + [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def train(
+    model: ScoreModel,
+    dataset: Data,
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    run_config: RunConfig | None = None,
+    holdout: Data | None = None,
+    on_checkpoint: CheckpointHook | None = None,
+    best_metric: str | None = None,
+    best_mode: Literal["min", "max"] = "min",
+    keep_all: bool = False,
+    callback: Callable[[StepInfo], None] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` (a map-style dataset or a tensor ``[N, ...]``) for ``config.n_iters`` steps.
+
+    ``run_dir`` receives the checkpoints, ``metrics.jsonl`` and grids. With ``resume``
+    an existing ``run_dir/last.pt`` is continued; without, it is an error (a run is
+    never overwritten; see :func:`new_run_dir`). ``run_config`` is stored in the
+    checkpoints (with ``train`` replaced by ``config``) so that
+    :func:`load_model_from_checkpoint` can rebuild the model; its ``sample`` section
+    sets the grids. ``holdout`` enables the held-out loss (:func:`heldout_loss`).
+
+    ``on_checkpoint(step, model, run_dir)`` runs at every checkpoint (rank 0 only, model
+    in eval mode with the weights sampling uses, global RNG preserved) and returns
+    metrics to log; with ``best_metric`` (one of those names, or ``"heldout_loss"``
+    when evaluations fall on checkpoint steps), the best checkpoint by ``best_mode``
+    is copied to ``best.pt``. ``callback(StepInfo)`` runs after every step.
+
+    A NaN or inf loss raises :class:`DivergenceError` and keeps the last good
+    checkpoint. ``KeyboardInterrupt`` saves the state of the last completed step and
+    is re-raised. Seeds: torch's, numpy's and Python's global generators are seeded from
+    ``config.seed`` at the start of a fresh run (they drive lazy initialisation, dropout
+    and data transforms), and restored from the checkpoint on resume.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the network is wrapped in DDP and every
+    process trains on its share of each batch; see :mod:`scorekit.training.distributed`.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a scorekit.training.TrainConfig, got {type(config).__name__}")
+    if best_mode not in ("min", "max"):
+        raise OptionError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+    env = distributed.detect()
+    device = distributed.device_for(env, config.device)
+    created = distributed.setup(env, device)
+    try:
+        run = _Run(model, dataset, config, Path(run_dir), env=env, device=device, run_config=run_config,
+                   holdout=holdout, on_checkpoint=on_checkpoint, best_metric=best_metric, best_mode=best_mode,
+                   keep_all=keep_all, callback=callback, resume=resume)
+        return run.fit(progress)
+    finally:
+        distributed.teardown(created)
+
+
+class _Run:
+    """The state of one training run, set up from scratch or from ``last.pt``."""
+
+    def __init__(self, model: ScoreModel, dataset: Data, config: TrainConfig, run_dir: Path, *,
+                 env: distributed.DistEnv, device: torch.device, run_config: RunConfig | None, holdout: Data | None,
+                 on_checkpoint: CheckpointHook | None, best_metric: str | None, best_mode: str, keep_all: bool,
+                 callback: Callable[[StepInfo], None] | None, resume: bool) -> None:
+        self.model, self.config, self.run_dir, self.env, self.device = model, config, run_dir, env, device
+        self.run_config = _run_config_for(model, config, run_config)
+        self.sample_config = self.run_config.sample if self.run_config is not None else SampleConfig()
+        self.holdout, self.on_checkpoint, self.callback, self.keep_all = holdout, on_checkpoint, callback, keep_all
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.best: dict[str, Any] | None = None
+        self.last_path = run_dir / "last.pt"
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=env.is_main)
+        self.saved_step: int | None = None
+        self.last_heldout: float | None = None
+
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run_dir)
+        ckpt = self._existing_checkpoint(resume)
+        if ckpt is None:
+            torch.manual_seed(derive_seed(config.seed, "torch"))
+            np.random.seed(derive_seed(config.seed, "numpy") % 2**32)
+            random.seed(derive_seed(config.seed, "python"))
+
+        # size a lazy network on one example before anything collects its parameters
+        self.n = dataset_size(dataset)
+        first = check_batch(fetch(dataset, torch.tensor([0])).to(device), "the first training example")
+        model.to(device)
+        check_same_device_dtype(model.network, first, "the training data")
+        was_training = model.training
+        model.eval()
+        model._dry_run(first)
+        model.train(was_training)
+        if ckpt is not None:
+            try:
+                model.load_state_dict(ckpt["model"])
+            except RuntimeError as exc:
+                raise CheckpointError(f"the weights in {self.last_path} do not fit this model: {exc}") from exc
+        self.images = is_image_batch(first)
+        self.example = first
+        self.channels_last = config.channels_last and first.ndim == 4
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+        # the module the steps call: DDP and torch.compile wrap the network, checkpoints keep the plain one
+        network = distributed.wrap(model.network, env, device)
+        if config.compile:
+            network = torch.compile(network)
+        if network is model.network:
+            self.step_model = model
+        else:
+            self.step_model = ScoreModel(network, model.estimator, model.sampler, model.sigmas, model.names)
+            self.step_model._dry_run_done = True
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise OptionError("the model has no trainable parameters")
+        self.params = params
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
+                                          weight_decay=config.weight_decay)
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
+
+        self.train_generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train", env.rank))
+        self.order = DataOrder(self.n, config.batch_size, torch.Generator().manual_seed(derive_seed(config.seed, "data")),
+                               rank=env.rank, world_size=env.world_size)
+        self.step = 0
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.batches = Batches(dataset, self.order, num_workers=config.num_workers, pin_memory=device.type == "cuda")
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _existing_checkpoint(self, resume: bool) -> dict[str, Any] | None:
+        if not self.last_path.exists():
+            return None
+        if not resume:
+            raise CheckpointError(
+                f"{self.run_dir} already holds a run ({self.last_path}); pass resume=True to continue it, "
+                "or train in a new directory (scorekit.training.new_run_dir())"
+            )
+        ckpt = load_checkpoint(self.last_path)
+        stored_names = ckpt.get("names") or {}
+        if stored_names and stored_names != self.model.names:
+            raise CheckpointError(
+                f"{self.last_path} is a run of {stored_names}, but the model is {self.model.names}; "
+                "use a new run directory for a different model"
+            )
+        if self.run_config is not None and ckpt["config"] is not None:
+            stored, current = ckpt["config"], self.run_config.to_dict()
+            if stored["model"] != current["model"]:
+                raise CheckpointError(f"{self.last_path} was trained with model config {stored['model']}, "
+                                      f"not {current['model']}; use a new run directory")
+            changed = sorted(k for k in current["train"] if k != "n_iters" and stored["train"].get(k) != current["train"][k])
+            if changed:
+                logger.warning("resuming %s with changed training options %s; the run will not match an "
+                               "uninterrupted one", self.last_path, changed)
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"the optimizer state in {self.last_path} does not fit this model: {exc}") from exc
+        for group in self.optimizer.param_groups:  # the config given now wins (e.g. a lower lr after a divergence)
+            group.update(lr=self.config.lr, betas=(self.config.beta1, self.config.beta2),
+                         weight_decay=self.config.weight_decay)
+        if self.ema is not None:
+            if ckpt["ema"] is None:
+                logger.warning("%s has no EMA; the EMA starts from the current weights", self.last_path)
+            else:
+                self.ema.load_state_dict(ckpt["ema"])
+        self.step = ckpt["step"]
+        self.saved_step = ckpt["step"]
+        self.best = ckpt.get("best")
+        rng = ckpt["rng"]
+        restore_global_rng(rng)
+        if not self.order.load_state_dict(rng["data"]):
+            logger.warning("%s was written for another dataset size or batch size; a new epoch starts", self.last_path)
+        if ckpt.get("world_size", 1) != self.env.world_size:
+            logger.warning("%s was written by %s processes, resumed by %s: the batches are split differently",
+                           self.last_path, ckpt.get("world_size", 1), self.env.world_size)
+        if self.env.rank == 0:
+            try:
+                self.train_generator.set_state(rng["train"])
+            except RuntimeError:  # a CPU generator state cannot seed a CUDA generator, and vice versa
+                logger.warning("%s was written on another device type; the training noise is reseeded", self.last_path)
+                self.train_generator.manual_seed(derive_seed(self.config.seed, "train", 0, self.step))
+        else:  # only rank 0's generator is stored; the others continue from fresh, distinct seeds
+            self.train_generator.manual_seed(derive_seed(self.config.seed, "train", self.env.rank, self.step))
+        self.metrics.truncate_after(self.step)
+        logger.info("resuming %s from step %d", self.last_path, self.step)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def fit(self, progress: bool) -> TrainResult:
+        config = self.config
+        window_loss, window_steps, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        last_loss: float | None = None
+        bar = tqdm(total=config.n_iters, initial=self.step, disable=not (progress and self.env.is_main),
+                   desc=self.run_dir.name, dynamic_ncols=True)
+        # the random states before each step, for a Ctrl-C in the middle of it; numpy's and Python's
+        # generators are only drawn from by dataset transforms, which a tensor dataset does not have
+        host_rngs = not isinstance(self.batches.dataset, torch.Tensor)
+        snapshot, committed = None, True
+        self.model.train()
+        try:
+            while self.step < config.n_iters:
+                snapshot, committed = capture_rng(self.train_generator, self.order, host_rngs=host_rngs), False
+                loss, grad_norm = self._forward_backward()
+                with _deferred_interrupt():  # an update is applied whole or not at all
+                    self.optimizer.step()
+                    if self.ema is not None:
+                        self.ema.update(self.model)
+                    self.step += 1
+                    committed = True
+                bar.update(1)
+                window_loss += loss
+                window_steps += 1
+                lr = self.optimizer.param_groups[0]["lr"]
+                if self.callback is not None:
+                    self.callback(StepInfo(step=self.step, loss=loss, lr=lr, grad_norm=grad_norm))
+                done = self.step == config.n_iters
+                if self.step % config.log_every == 0 or done:
+                    elapsed = time.perf_counter() - window_start
+                    last_loss = window_loss.item() / window_steps
+                    rate = window_steps / elapsed if elapsed > 0 else float("inf")
+                    extra = {} if grad_norm is None else {"grad_norm": grad_norm.item()}
+                    self.metrics.write("train", self.step, loss=last_loss, lr=lr, it_per_s=rate, **extra)
+                    bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                    window_loss.zero_()
+                    window_steps = 0
+                if self.env.is_main:
+                    self._after_step(done)
+                if window_steps == 0:  # it/s counts training steps, not evaluation or checkpoints
+                    window_start = time.perf_counter()
+        except DivergenceError as exc:
+            self._diverged(exc, self.step if committed else self.step + 1)
+        except KeyboardInterrupt:
+            self._interrupted(None if committed else snapshot)
+            raise
+        finally:
+            bar.close()
+            self.batches.close()
+        return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_path if self.env.is_main else None,
+                           loss=last_loss, heldout_loss=self.last_heldout, ema=self.ema, best=self.best)
+
+    def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = next(self.batches).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
+        with autocast:
+            loss = self.step_model.loss(x, generator=self.train_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = None
+        if self.config.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise DivergenceError(f"the gradient norm is {grad_norm.item()} (loss {loss.item():.4g})")
+        return loss.detach(), grad_norm
+
+    def _after_step(self, done: bool) -> None:
+        config, step = self.config, self.step
+        values: dict[str, Any] = {}
+        if config.eval_every and self.holdout is not None and (step % config.eval_every == 0 or done):
+            with self._sampling_weights():
+                values = heldout_loss(self.model, self.holdout, batch_size=config.batch_size)
+            self.last_heldout = values["heldout_loss"]
+            self.metrics.write("eval", step, **values)
+        if config.sample_every and self.images and (step % config.sample_every == 0 or done):
+            self._grid()
+        if step % config.checkpoint_every == 0 or done:
+            self._checkpoint({"heldout_loss": values["heldout_loss"]} if values else {})
+
+    @contextmanager
+    def _sampling_weights(self) -> Iterator[None]:
+        """Eval mode with the weights that sampling uses (EMA when present and ``use_ema``), in a forked RNG."""
+        use_ema = self.ema is not None and self.sample_config.use_ema
+        self.model.eval()
+        try:
+            with preserved_rng(), (self.ema.apply(self.model) if use_ema else nullcontext()):  # type: ignore[union-attr]
+                yield
+        finally:
+            self.model.train()
+
+    def _grid(self) -> None:
+        if self.model.sampler is None or getattr(self.model.sampler, "initial_noise", None) is None:
+            logger.info("no sample grids: the composition's sampler has no initial_noise")
+            self.images = False
+            return
+        with self._sampling_weights():
+            save_grid(self.model, self.example, self.run_dir / f"grid_{self.step}.png", n=self.sample_config.grid_size,
+                      clamp=self.sample_config.clamp, seed=self.sample_config.seed)
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def _checkpoint(self, values: dict[str, Any]) -> None:
+        if self.on_checkpoint is not None:
+            try:
+                with self._sampling_weights():
+                    values.update(self.on_checkpoint(self.step, self.model, self.run_dir) or {})
+            except Exception:
+                self._save(capture_rng(self.train_generator, self.order))  # a failing hook loses no training
+                raise
+            self.metrics.write("checkpoint", self.step, **values)
+        improved = False
+        if self.best_metric is not None and self.best_metric in values:
+            value = float(values[self.best_metric])
+            old = None if self.best is None else self.best["value"]
+            improved = math.isfinite(value) and (old is None or (value < old if self.best_mode == "min" else value > old))
+            if improved:
+                self.best = {"metric": self.best_metric, "value": value, "step": self.step}
+        self._save(capture_rng(self.train_generator, self.order), metrics=values)
+        if improved:
+            atomic_copy(self.last_path, self.run_dir / "best.pt")
+        if self.keep_all:
+            atomic_copy(self.last_path, self.run_dir / f"ckpt_{self.step}.pt")
+
+    def _save(self, rng: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+        if not all(torch.isfinite(p).all() for p in self.params):
+            raise DivergenceError(f"the weights contain NaN or inf at step {self.step}")
+        save_checkpoint(self.last_path, model=self.model, step=self.step, optimizer=self.optimizer, ema=self.ema,
+                        rng=rng, run_config=self.run_config, train_config=attrs.asdict(self.config),
+                        world_size=self.env.world_size, metrics=metrics or {}, best=self.best)
+        self.saved_step = self.step
+
+    def _diverged(self, exc: DivergenceError, step: int) -> None:
+        kept = (f"the last good checkpoint ({self.last_path}, step {self.saved_step}) is kept"
+                if self.saved_step is not None else "no checkpoint had been written yet")
+        self.metrics.write("diverged", step, message=str(exc))
+        raise DivergenceError(
+            f"training diverged at step {step}: {exc}. Stopped; {kept}. Lower TrainConfig.lr or set "
+            "TrainConfig.grad_clip, then resume from the checkpoint or start again"
+        ) from exc
+
+    def _interrupted(self, snapshot: dict[str, Any] | None) -> None:
+        if not self.env.is_main:
+            return
+        rng = capture_rng(self.train_generator, self.order)
+        if snapshot is not None:  # the step was not completed: its draws must not reach the checkpoint
+            rng.update({key: value for key, value in snapshot.items() if value is not None})
+        try:
+            self._save(rng)
+        except DivergenceError:
+            logger.warning("interrupted at step %d; the weights are not finite, so no checkpoint was written "
+                           "(the last good one, step %s, is kept)", self.step, self.saved_step)
+            return
+        logger.warning("interrupted: saved step %d to %s; run again with resume=True to continue",
+                       self.step, self.last_path)
+
+
+def _run_config_for(model: ScoreModel, config: TrainConfig, run_config: RunConfig | None) -> RunConfig | None:
+    """The run config to store: ``run_config`` with ``train`` replaced by the config actually used."""
+    if run_config is None:
+        return None
+    if not isinstance(run_config, RunConfig):
+        raise TypeError(f"run_config must be a scorekit.training.RunConfig, got {type(run_config).__name__}")
+    for kind in ("network", "estimator", "sampler"):
+        wanted, actual = getattr(run_config.model, kind), model.names.get(kind)
+        if actual is not None and actual != wanted:
+            raise OptionError(
+                f"the model was composed with {kind}={actual!r} but run_config.model.{kind}={wanted!r}; "
+                "a checkpoint would rebuild the wrong model (build it with scorekit.training.build_model(run_config))"
+            )
+    return attrs.evolve(run_config, train=config)
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until the block is done (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            else:
+                raise KeyboardInterrupt
