@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m scorekit.cli run-default
+	$(VENV)/bin/scorekit run --preset ncsn-digits
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q

@@ -46,6 +46,17 @@ class ConvScore(nn.Module):
         return out if sigma is None else out / append_dims(sigma, x.ndim)
 
 
+class Free(nn.Module):
+    """A network that costs nothing: returns a fixed tensor (measures the sampler's own work)."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        super().__init__()
+        self.out = torch.zeros_like(like)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        return self.out
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -73,27 +84,35 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(0)
     sigma = torch.full((args.batch,), 0.01)
     leapfrog = 3
-    transitions = max(1, n // leapfrog)
 
     def forward() -> None:
         with torch.no_grad():
             for _ in range(n):
                 net(x, sigma)
 
-    per_step: dict[str, Callable[[], float]] = {
-        "langevin": lambda: timed(lambda: Langevin(n_steps=n)(score, x, sigmas=sigmas, generator=g)) / n,
-        "langevin + callback": lambda: timed(
-            lambda: Langevin(n_steps=n)(score, x, sigmas=sigmas, generator=g, callback=lambda info: None)
-        ) / n,
-        "annealed_langevin": lambda: timed(
-            lambda: AnnealedLangevin(steps_per_level=n // levels)(score, x, sigmas=sigmas, generator=g)
-        ) / (levels * (n // levels)),
-        # unadjusted (the net has no energy); per leapfrog step, including the start-up score call
-        "hmc (per leapfrog step)": lambda: timed(
-            lambda: HMC(metropolis=False, n_warmup=0, n_steps=transitions, n_leapfrog=leapfrog, step_size=1e-3)(
-                score, x, sigmas=sigmas, generator=g)
-        ) / (transitions * leapfrog),
-    }
+    def samplers(fn: ScoreFunction, steps: int) -> dict[str, Callable[[], float]]:
+        """name -> a function that runs the sampler and returns seconds per step."""
+        transitions = max(1, steps // leapfrog)
+        return {
+            "langevin": lambda: timed(lambda: Langevin(n_steps=steps)(fn, x, sigmas=sigmas, generator=g)) / steps,
+            "langevin + callback": lambda: timed(
+                lambda: Langevin(n_steps=steps)(fn, x, sigmas=sigmas, generator=g, callback=lambda info: None)
+            ) / steps,
+            "annealed_langevin": lambda: timed(
+                lambda: AnnealedLangevin(steps_per_level=steps // levels)(fn, x, sigmas=sigmas, generator=g)
+            ) / (levels * (steps // levels)),
+            # unadjusted (the net has no energy); per leapfrog step, including the start-up score call
+            "hmc (per leapfrog step)": lambda: timed(
+                lambda: HMC(metropolis=False, n_warmup=0, n_steps=transitions, n_leapfrog=leapfrog, step_size=1e-3)(
+                    fn, x, sigmas=sigmas, generator=g)
+            ) / (transitions * leapfrog),
+        }
+
+    per_step = samplers(score, n)
+    # the sampler's own cost per step, with a network that costs nothing: far less noisy than
+    # a difference of two noisy timings, and it gives the ratio as 1 + overhead / forward
+    free = samplers(ScoreFunction(Free(x)), 200)
+    overhead = {name: statistics.median(run() for _ in range(7)) for name, run in free.items()}
     forward()  # warm-up (allocator, oneDNN kernels)
     for run in per_step.values():
         run()
@@ -115,10 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}x3x32x32, "
           f"conv net 4x64 ch, {args.rounds} rounds x {n} steps; bare forward median "
           f"{statistics.median(forwards) * 1e3:.2f} ms\n")
-    print("| sampler | step / forward (median) | min | max |")
-    print("| --- | --- | --- | --- |")
+
+    f = statistics.median(forwards)
+    print("| sampler | step / forward (median) | min | max | own work per step | 1 + own work / forward |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, rs in ratios.items():
-        print(f"| {name} | {statistics.median(rs):.3f} | {min(rs):.3f} | {max(rs):.3f} |")
+        print(f"| {name} | {statistics.median(rs):.3f} | {min(rs):.3f} | {max(rs):.3f} "
+              f"| {overhead[name] * 1e6:.0f} us | {1 + overhead[name] / f:.4f} |")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,14 @@ def _isolated_default_host(monkeypatch):
 def gen():
     """A seeded CPU generator."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def with_entry_points(monkeypatch):
+    """Load installed entry-point plugins (scorekit-ncsn, the template) as a user's process would."""
+    import scorekit
+
+    monkeypatch.delenv("SCOREKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    scorekit.reset_host()
+    yield
+    scorekit.reset_host()

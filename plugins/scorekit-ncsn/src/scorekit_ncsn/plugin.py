@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from scorekit import hookimpl
 
+from .condresnet import cond_resnet_network
 from .datasets import DATASETS
 from .presets import PRESETS
 from .refinenet import NCSN
@@ -24,6 +25,7 @@ def ncsn_network(*, sigmas: torch.Tensor | None, channels: int = 3, image_size: 
 @hookimpl
 def register_networks(register):
     register("ncsn", ncsn_network)
+    register("cond_resnet", cond_resnet_network)
 
 
 @hookimpl

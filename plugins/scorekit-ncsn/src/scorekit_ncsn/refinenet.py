@@ -25,12 +25,10 @@ import torch
 from torch import nn
 
 from .layers import CondRefineBlock, CondResidualBlock
+from .levels import SIGMA_RTOL, as_level_sigmas, sigma_batch, sigma_to_level
 from .normalization import CondInstanceNormPlusPlus
 
-__all__ = ["NCSN"]
-
-#: relative tolerance for matching a sigma to one of the network's levels
-SIGMA_RTOL = 1e-4
+__all__ = ["NCSN", "SIGMA_RTOL"]
 
 
 class NCSN(nn.Module):
@@ -60,19 +58,7 @@ class NCSN(nn.Module):
         ngf: int = 128,
     ) -> None:
         super().__init__()
-        sigmas_t = torch.as_tensor(sigmas, dtype=torch.get_default_dtype()).detach().clone()
-        if sigmas_t.ndim != 1 or sigmas_t.numel() == 0:
-            raise ValueError(
-                f"NCSN needs sigmas as a non-empty 1-D sequence of noise levels, "
-                f"got shape {tuple(sigmas_t.shape)}"
-            )
-        if not bool(torch.isfinite(sigmas_t).all()) or not bool((sigmas_t > 0).all()):
-            raise ValueError(f"NCSN needs finite positive sigmas, got {sigmas_t.tolist()}")
-        if sigmas_t.numel() > 1 and not bool((sigmas_t[1:] < sigmas_t[:-1]).all()):
-            raise ValueError(
-                f"NCSN needs strictly descending sigmas (sigma_1 > ... > sigma_L), "
-                f"got {sigmas_t.tolist()}"
-            )
+        sigmas_t = as_level_sigmas(sigmas, "NCSN")
         if channels < 1:
             raise ValueError(f"NCSN needs channels >= 1, got {channels}")
         if image_size < 2 or image_size % 2:
@@ -129,18 +115,7 @@ class NCSN(nn.Module):
         A sigma matches level ``j`` when ``|sigma - sigmas[j]| <= 1e-4 * sigmas[j]``.
         Raises ValueError, naming the levels, for a sigma that matches none.
         """
-        levels = self.sigmas.to(device=sigma.device, dtype=torch.float64)
-        s = sigma.detach().to(torch.float64)
-        rel_err = (s[:, None] - levels[None, :]).abs() / levels[None, :]  # [B, L]
-        best_err, best = rel_err.min(dim=1)
-        bad = ~(best_err <= SIGMA_RTOL)  # also catches NaN
-        if bool(bad.any()):
-            unknown = sorted({float(v) for v in s[bad].cpu().tolist()})
-            raise ValueError(
-                f"NCSN got sigma value(s) {unknown} that are not among its noise levels "
-                f"(relative tolerance {SIGMA_RTOL:g}); levels: {self.sigmas.tolist()}"
-            )
-        return best
+        return sigma_to_level(self.sigmas, sigma, "NCSN")
 
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.channels, self.image_size, self.image_size)
@@ -152,21 +127,7 @@ class NCSN(nn.Module):
             )
 
     def _check_sigma(self, sigma: torch.Tensor | float | None, x: torch.Tensor) -> torch.Tensor:
-        if sigma is None:
-            raise ValueError(
-                "NCSN is noise-conditional: forward(x, sigma) needs sigma, a tensor of shape "
-                f"[B] with each example's noise level, one of {self.sigmas.tolist()}"
-            )
-        sigma_t = torch.as_tensor(sigma, device=x.device)
-        batch = x.shape[0]
-        if sigma_t.ndim == 0:
-            sigma_t = sigma_t.expand(batch)
-        if tuple(sigma_t.shape) != (batch,):
-            raise ValueError(
-                f"NCSN needs sigma of shape [B] = [{batch}] (or a scalar), "
-                f"got shape {tuple(sigma_t.shape)}"
-            )
-        return sigma_t
+        return sigma_batch(sigma, x, self.sigmas, "NCSN")
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Score estimate at ``x`` (pixels in [0, 1]) for each example's noise level ``sigma``."""

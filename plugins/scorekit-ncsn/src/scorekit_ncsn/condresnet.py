@@ -1,0 +1,165 @@
+"""A light noise-conditional residual network for small images (``cond_resnet``).
+
+The NCSN RefineNet (:mod:`scorekit_ncsn.refinenet`) is built for 28-32 pixel images and
+costs about 1-2 s per training step on two CPU cores even on 8 x 8 digits. This network
+keeps the RefineNet's ingredients and drops the cascade:
+
+* input rescaled from [0, 1] to [-1, 1], then a 3x3 conv (stem) to ``ngf`` maps;
+* ``n_blocks`` pre-activation residual blocks at full resolution and constant width
+  (:class:`~scorekit_ncsn.layers.CondResidualBlock`: CondInstanceNorm++ -> ELU -> 3x3
+  conv, twice, identity shortcut), with optional per-block ``dilations``;
+* a final CondInstanceNorm++, ELU and 3x3 conv back to the image channels;
+* the output divided by the example's sigma (NCSNv2, Song & Ermon 2020, technique 3):
+  ``s(x, sigma) = f(x, sigma) / sigma``.
+
+Two kinds of conditioning, on purpose. Dividing by sigma gives the output the right
+scale at every level from the first step (a trained score has norm ~ 1/sigma, from
+about 0.2 to 100 here; the DSM target ``sigma * s = -z`` then becomes an O(1) noise
+prediction at every level), so nothing has to learn a 500-fold range of output scales
+through the norms' gains. The CondInstanceNorm++ layers still see the level index, as in
+NCSN: they cost ``3 * L * ngf`` parameters each (a few percent of the network) and
+let the same convolutions behave differently at large and small noise.
+
+With L levels, C channels, width ``ngf`` (= F) and N blocks, the parameter count is::
+
+      (9 C F + F)                          stem
+    + N * (2 * 3 L F + 2 * (9 F^2 + F))    residual blocks (two norms, two convs each)
+    + 3 L F + (9 F C + C)                  output norm and conv
+
+(:func:`cond_resnet_num_parameters`). ``image_size`` only fixes the input check; the
+convolutions keep the resolution, so the cost per image grows with ``H * W * F^2 * N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import CondResidualBlock
+from .levels import as_level_sigmas, sigma_batch, sigma_to_level
+from .normalization import CondInstanceNormPlusPlus
+
+__all__ = ["CondResNet", "cond_resnet_network", "cond_resnet_num_parameters"]
+
+
+def cond_resnet_num_parameters(*, channels: int, ngf: int, n_blocks: int, num_levels: int) -> int:
+    """The parameter count of :class:`CondResNet` (the formula in the module docstring)."""
+    c, f, n, levels = channels, ngf, n_blocks, num_levels
+    stem = 9 * c * f + f
+    blocks = n * (2 * 3 * levels * f + 2 * (9 * f * f + f))
+    head = 3 * levels * f + 9 * f * c + c
+    return stem + blocks + head
+
+
+class CondResNet(nn.Module):
+    """Noise-conditional residual score network ``s_theta(x, sigma) = f(x, level(sigma)) / sigma``.
+
+    Args:
+        sigmas: the noise levels, strictly descending (kept as the buffer ``sigmas``).
+        channels: image channels C.
+        image_size: image height and width (square images); checked on input.
+        ngf: the width (feature maps of every block).
+        n_blocks: number of residual blocks (0 allowed: stem, norm, conv).
+        dilations: dilation of each block's convolutions, one int per block
+            (default: 1 everywhere).
+        scale_by_sigma: divide the output by sigma (NCSNv2); without it the network
+            must learn the 1/sigma scale through its conditional norms, as in NCSN.
+
+    ``forward(x, sigma)``: ``x`` of shape [B, C, image_size, image_size], pixels in
+    [0, 1] (perturbed data may leave that range); ``sigma`` of shape [B] or a scalar,
+    each entry one of ``sigmas`` up to a relative tolerance of 1e-4.
+    """
+
+    def __init__(
+        self,
+        *,
+        sigmas: torch.Tensor | Sequence[float],
+        channels: int = 1,
+        image_size: int = 8,
+        ngf: int = 64,
+        n_blocks: int = 6,
+        dilations: Sequence[int] | None = None,
+        scale_by_sigma: bool = True,
+    ) -> None:
+        super().__init__()
+        sigmas_t = as_level_sigmas(sigmas, "CondResNet")
+        if channels < 1:
+            raise ValueError(f"CondResNet needs channels >= 1, got {channels}")
+        if image_size < 1:
+            raise ValueError(f"CondResNet needs image_size >= 1, got {image_size}")
+        if ngf < 2:
+            raise ValueError(f"CondResNet needs ngf >= 2 (CondInstanceNorm++ needs two maps), got {ngf}")
+        if n_blocks < 0:
+            raise ValueError(f"CondResNet needs n_blocks >= 0, got {n_blocks}")
+        dils = [1] * n_blocks if dilations is None else [int(d) for d in dilations]
+        if len(dils) != n_blocks or any(d < 1 for d in dils):
+            raise ValueError(
+                f"CondResNet needs one dilation >= 1 per block ({n_blocks}), got {list(dilations or [])}"
+            )
+
+        self.channels, self.image_size, self.ngf, self.n_blocks = channels, image_size, ngf, n_blocks
+        self.dilations = tuple(dils)
+        self.scale_by_sigma = bool(scale_by_sigma)
+        self.register_buffer("sigmas", sigmas_t)
+        self.num_levels = num_levels = sigmas_t.numel()
+
+        self.begin_conv = nn.Conv2d(channels, ngf, kernel_size=3, padding=1)
+        self.blocks = nn.ModuleList(
+            CondResidualBlock(ngf, ngf, num_levels, dilation=None if d == 1 else d) for d in dils
+        )
+        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels)
+        self.act = nn.ELU()
+        self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
+            f"n_blocks={self.n_blocks}, dilations={self.dilations}, num_levels={self.num_levels}, "
+            f"scale_by_sigma={self.scale_by_sigma}"
+        )
+
+    def sigma_to_level(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Indices (long, [B]) of the stored levels that the entries of ``sigma`` match (rtol 1e-4)."""
+        return sigma_to_level(self.sigmas, sigma, "CondResNet")
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Score estimate at ``x`` (pixels in [0, 1]) for each example's noise level ``sigma``."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"CondResNet(channels={self.channels}, image_size={self.image_size}) got input of "
+                f"shape {tuple(x.shape)}; expected [B, {self.channels}, {self.image_size}, {self.image_size}]"
+            )
+        level = self.sigma_to_level(sigma_batch(sigma, x, self.sigmas, "CondResNet"))
+
+        h = self.begin_conv(2.0 * x - 1.0)
+        for block in self.blocks:
+            h = block(h, level)
+        out = self.end_conv(self.act(self.end_norm(h, level)))
+        if self.scale_by_sigma:
+            out = out / self.sigmas.to(out.dtype)[level].reshape(-1, 1, 1, 1)
+        return out
+
+
+def cond_resnet_network(
+    *,
+    sigmas: torch.Tensor | None,
+    channels: int = 1,
+    image_size: int = 8,
+    ngf: int = 64,
+    n_blocks: int = 6,
+    dilations: Sequence[int] | None = None,
+    scale_by_sigma: bool = True,
+) -> CondResNet:
+    """The ``cond_resnet`` network factory; compose() passes the composition's sigmas."""
+    if sigmas is None:
+        raise ValueError(
+            "network 'cond_resnet' is noise-conditional: compose it with sigmas "
+            "(e.g. scorekit.geometric_sigmas(1.0, 0.01, 10))"
+        )
+    return CondResNet(
+        sigmas=sigmas, channels=channels, image_size=image_size, ngf=ngf, n_blocks=n_blocks,
+        dilations=dilations, scale_by_sigma=scale_by_sigma,
+    )
