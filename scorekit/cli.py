@@ -80,7 +80,16 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     runs.check_pixels(first, cfg.sample.clamp, f"dataset {cfg.data.name!r}")
     model = build_model(cfg, host)
     print(f"run directory: {run_dir}\nmodel: {model}")
-    train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout)
+    fid = {}
+    if cfg.train.fid_samples:
+        from scorekit.evaluation import checkpoint_fid
+
+        fid = {"on_checkpoint": checkpoint_fid(cfg, runs.stack(train_set)), "best_metric": "fid"}
+    train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, **fid)
+    if fid:
+        from scorekit.evaluation import plot_history
+
+        plot_history(run_dir, "fid")
     if final_samples:
         _sample(run_dir, n=None, seed=cfg.sample.seed, raw=False)
     return run_dir, cfg

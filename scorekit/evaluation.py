@@ -39,7 +39,7 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     if samples.shape[1:] != train.shape[1:]:
         raise DataError(f"samples of shape {tuple(samples.shape[1:])} do not match the training images "
                         f"{tuple(train.shape[1:])}")
-    name = extractor or EXTRACTOR_BY_SHAPE.get(tuple(train.shape[1:]), "inception-v3-compat")
+    name = extractor or extractor_for(train)
     eq6 = heldout_loss(model, held)
     report = metrics.evaluate(samples, train, extractor=name, real_floor=held, weights_path=weights_path,
                               repeat_channels=train.shape[1] == 1 and name != "scorekit-digits",
@@ -49,6 +49,62 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     report["nearest_train_distance_mean"] = distances[:, 0].mean().item()
     runs.write_json(run_dir / "metrics.json", report)
     return report
+
+
+def extractor_for(images: torch.Tensor) -> str:
+    """The feature extractor for images shaped like ``images[0]``."""
+    return EXTRACTOR_BY_SHAPE.get(tuple(images.shape[1:]), "inception-v3-compat")
+
+
+def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str | None = None):
+    """An ``on_checkpoint`` hook: FID of ``cfg.train.fid_samples`` fresh samples against ``reference``.
+
+    The trainer calls it with the weights sampling uses (EMA when present) and keeps
+    ``best.pt`` by the lowest value: the paper's checkpoint rule for CIFAR-10 and CelebA.
+    """
+    import warnings
+
+    from scorekit import metrics
+
+    name = extractor_for(reference)
+
+    def hook(step: int, model: ScoreModel, run_dir: Path) -> dict[str, float]:
+        samples = runs.sample_images(model, reference, cfg.sample, n=cfg.train.fid_samples, progress=False)
+        with warnings.catch_warnings():  # the small-sample warning is expected here: the count is fixed
+            warnings.simplefilter("ignore", metrics.SampleCountWarning)
+            result = metrics.evaluate(samples, reference, extractor=name, metrics=("fid",), weights_path=weights_path,
+                                      repeat_channels=reference.shape[1] == 1 and name != "scorekit-digits")
+        return {"fid": result["fid"], "fid_samples": samples.shape[0]}
+
+    return hook
+
+
+def plot_history(run_dir: str | Path, key: str = "fid") -> Path | None:
+    """Plot ``key`` from the checkpoint lines of ``metrics.jsonl`` to ``<key>_history.png`` (needs matplotlib)."""
+    import json
+
+    run_dir = Path(run_dir)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    points = [(r["step"], r[key]) for r in lines if r.get("kind") == "checkpoint" and key in r]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(*zip(*points), marker="o")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(key.upper())
+    ax.grid(alpha=0.3)
+    out = run_dir / f"{key}_history.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -53,7 +53,10 @@ class ScoreModel(nn.Module):
         sigmas = self._sigmas_for(x)
         sigma = None if sigmas is None else sigmas[:1]
         with torch.no_grad():
-            self.score(x[:1], sigma)
+            try:
+                self.score(x[:1], sigma)
+            except RuntimeError as exc:  # e.g. a layer sized for other data: say which input did it
+                raise DataError(f"{self.score.label} failed on input of shape {tuple(x.shape)}: {exc}") from exc
         self._dry_run_done = True
 
     def __repr__(self) -> str:

@@ -40,7 +40,10 @@ class ScoreFunction:
         self.label = label
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        out = self.network(x, sigma)
+        try:
+            out = self.network(x, sigma)
+        except ValueError as exc:  # networks report input they cannot take with ValueError
+            raise DataError(f"{self.label} rejected input of shape {tuple(x.shape)}: {exc}") from exc
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise DataError(

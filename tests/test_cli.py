@@ -95,3 +95,17 @@ def test_evaluate_without_samples_is_a_clear_error(tmp_path, capsys):
     assert "no samples.pt" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fid_at_each_checkpoint_keeps_the_best(tmp_path):
+    """The paper's CIFAR-10 rule (FID on 1,000 samples per checkpoint, keep the lowest), scaled down."""
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "ncsn-digits", "--out", str(out), *TINY, "train.fid_samples=70",
+                 "--no-samples"]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    fids = {r["step"]: r["fid"] for r in lines if r.get("kind") == "checkpoint"}
+    assert set(fids) == {3, 6}
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["best"]["value"] == min(fids.values()) and best["step"] == min(fids, key=fids.get)
+    assert (out / "fid_history.png").is_file()

@@ -34,7 +34,9 @@ def required_range(instance: Any, attribute: attrs.Attribute, value: Any) -> Non
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"option '{attribute.name}' must be a pair (low, high) of finite numbers with low < high, got {value!r}")
+        raise ValueError(
+            f"option '{attribute.name}' must be a pair (low, high) of finite numbers with low < high, got {value!r}"
+        )
 
 
 def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

@@ -90,7 +90,9 @@ class RunningVariance:
         return var
 
 
-def window_schedule(n_warmup: int, init_buffer: int = 75, term_buffer: int = 50, base_window: int = 25) -> list[tuple[int, int]]:
+def window_schedule(
+    n_warmup: int, init_buffer: int = 75, term_buffer: int = 50, base_window: int = 25
+) -> list[tuple[int, int]]:
     """Stan's slow adaptation windows ``[(start, end), ...]`` (transition indices, end exclusive).
 
     A fast initial buffer (step size only), slow windows doubling in length from

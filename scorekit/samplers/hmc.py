@@ -9,7 +9,6 @@ warm-up adaptation (:mod:`scorekit.samplers.adaptation`) are separate pieces.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 

@@ -182,4 +182,5 @@ class Langevin(LangevinFamily):
     progress: bool = attrs.field(default=False, validator=boolean)
 
     def levels(self, sigmas: torch.Tensor | None) -> list[Level]:
-        return [Level(index=None, sigma=fixed_sigma(self.sigma, sigmas), step_size=self.step_size, n_steps=self.n_steps)]
+        sigma = fixed_sigma(self.sigma, sigmas)
+        return [Level(index=None, sigma=sigma, step_size=self.step_size, n_steps=self.n_steps)]
