@@ -63,15 +63,16 @@ def ncsn_digits() -> RunConfig:
     return RunConfig(
         name="ncsn-digits",
         model=ModelConfig(
-            network="ncsn", estimator="dsm", sampler="annealed_langevin",
-            sigmas=SigmaConfig(first=3.0, last=0.01, n=10),
-            network_options={"channels": 1, "image_size": 8, "ngf": 32},
-            sampler_options={"step_size": 2e-5, "steps_per_level": 30, "init_range": (0.0, 1.0), "final_denoise": True},
+            network="cond_resnet", estimator="dsm", sampler="annealed_langevin",
+            sigmas=SigmaConfig(first=5.0, last=0.01, n=20),
+            network_options={"channels": 1, "image_size": 8, "ngf": 64, "n_blocks": 4},
+            sampler_options={"step_size": 1.6e-5, "steps_per_level": 10, "init_range": (0.0, 1.0),
+                             "final_denoise": True},
         ),
         data=DataConfig(name="digits"),
-        train=TrainConfig(n_iters=3_000, batch_size=128, lr=1e-3, ema_decay=0.999, checkpoint_every=500,
+        train=TrainConfig(n_iters=1_500, batch_size=128, lr=1e-3, ema_decay=0.999, checkpoint_every=500,
                           sample_every=0, eval_every=500, log_every=50),
-        sample=SampleConfig(n_samples=1_000, batch_size=500),
+        sample=SampleConfig(n_samples=1_000, batch_size=1_000),
     )
 
 
