@@ -136,22 +136,42 @@ def _evaluate(run_dir: Path, raw: bool) -> dict:
     return report
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    _train(args, final_samples=not args.no_samples)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run_dir, _ = _train(args, final_samples=True)
+    _inpaint(run_dir, None, 0, False)
+    _evaluate(run_dir, False)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    _sample(args.run_dir, args.n, args.seed, args.raw_weights)
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    _inpaint(args.run_dir, args.n, args.seed, args.raw_weights)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _evaluate(args.run_dir, args.raw_weights)
+    return 0
+
+
+#: sub-command -> handler(args) -> exit status
+COMMANDS = {"plugins": cmd_plugins, "train": cmd_train, "run": cmd_run, "sample": cmd_sample,
+            "inpaint": cmd_inpaint, "evaluate": cmd_evaluate}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "plugins":
-            return cmd_plugins(args)
-        if args.command in ("train", "run"):
-            run_dir, _ = _train(args, final_samples=args.command == "run" or not args.no_samples)
-            if args.command == "run":
-                _inpaint(run_dir, None, 0, False)
-                _evaluate(run_dir, False)
-            return 0
-        handlers = {"sample": lambda: _sample(args.run_dir, args.n, args.seed, args.raw_weights),
-                    "inpaint": lambda: _inpaint(args.run_dir, args.n, args.seed, args.raw_weights),
-                    "evaluate": lambda: _evaluate(args.run_dir, args.raw_weights)}
-        handlers[args.command]()
-        return 0
+        return COMMANDS[args.command](args)
     except ScorekitError as exc:
         print(f"scorekit {args.command}: error: {exc}", file=sys.stderr)
         return 2
