@@ -27,5 +27,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/estimators.py
 	$(PY) benchmarks/samplers.py
 
+docs: $(STAMP)
+	$(PY) -m pytest -q tests/test_docs.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

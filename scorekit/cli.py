@@ -22,7 +22,6 @@ from scorekit.runconfig_io import resolve, to_toml
 from scorekit.training import build_model, load_model_from_checkpoint, new_run_dir, train
 from scorekit.training.config import RunConfig
 
-CHECKPOINT = "last.pt"
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +30,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", help="dataset root, or a folder of images with data.name=folder")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>-<timestamp>/; an existing one resumes)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.n_iters=1000")
+    _add_weights_argument(p)
+
+
+def _add_weights_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="the Inception-v3 weights file (or its folder) for FID/IS on images other than 8x8 digits")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,9 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", type=Path)
         if name != "evaluate":
-            p.add_argument("-n", type=int, default=None, help="number of images (default: the run's config)")
+            default = "the run's sample.n_samples" if name == "sample" else "16"
+            p.add_argument("-n", type=int, default=None, help=f"number of images (default: {default})")
             p.add_argument("--seed", type=int, default=0)
         p.add_argument("--raw-weights", action="store_true", help="use the raw weights even when EMA weights exist")
+        p.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                       help="last.pt, or best.pt (lowest FID at a checkpoint, with train.fid_samples)")
+        if name == "evaluate":
+            _add_weights_argument(p)
     sub.add_parser("plugins", help="list every component with its kind, owning plugin and options")
     return parser
 
@@ -84,7 +94,8 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     if cfg.train.fid_samples:
         from scorekit.evaluation import checkpoint_fid
 
-        fid = {"on_checkpoint": checkpoint_fid(cfg, runs.stack(train_set)), "best_metric": "fid"}
+        hook = checkpoint_fid(cfg, runs.stack(train_set), weights_path=args.inception_weights)
+        fid = {"on_checkpoint": hook, "best_metric": "fid"}
     train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, **fid)
     if fid:
         from scorekit.evaluation import plot_history
@@ -95,10 +106,12 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     return run_dir, cfg
 
 
-def _load(run_dir: Path, raw: bool):
-    path = run_dir / CHECKPOINT
+def _load(run_dir: Path, raw: bool, checkpoint: str = "last"):
+    path = run_dir / f"{checkpoint}.pt"
     if not path.is_file():
-        raise ScorekitError(f"{run_dir} has no checkpoint {CHECKPOINT}; train first: scorekit train --out {run_dir} ...")
+        hint = ("best.pt is written only with train.fid_samples > 0" if checkpoint == "best"
+                else f"train first: scorekit train --out {run_dir} ...")
+        raise ScorekitError(f"{run_dir} has no checkpoint {path.name}; {hint}")
     return load_model_from_checkpoint(path, get_host(), ema=False if raw else None)
 
 
@@ -106,10 +119,10 @@ def _like(host, cfg: RunConfig) -> torch.Tensor:
     return runs.stack(runs.load_dataset(host, cfg.data, train=False), limit=1)
 
 
-def _sample(run_dir: Path, n: int | None, seed: int, raw: bool) -> Path:
+def _sample(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
     import attrs
 
-    model, cfg = _load(run_dir, raw)
+    model, cfg = _load(run_dir, raw, checkpoint)
     sample_cfg = attrs.evolve(cfg.sample, seed=seed)
     samples = runs.sample_images(model, _like(get_host(), cfg), sample_cfg, n=n)
     runs.save_samples(run_dir, samples, cfg.sample.grid_size)
@@ -117,8 +130,8 @@ def _sample(run_dir: Path, n: int | None, seed: int, raw: bool) -> Path:
     return run_dir / "samples.pt"
 
 
-def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool) -> Path:
-    model, cfg = _load(run_dir, raw)
+def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
+    model, cfg = _load(run_dir, raw, checkpoint)
     images = runs.stack(runs.load_dataset(get_host(), cfg.data, train=False), limit=n or 16)
     mask, filled = runs.inpaint_images(model, images, seed=seed)
     torch.save({"images": images, "mask": mask, "inpainted": filled}, run_dir / "inpaint.pt")
@@ -127,11 +140,11 @@ def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool) -> Path:
     return run_dir / "inpaint.png"
 
 
-def _evaluate(run_dir: Path, raw: bool) -> dict:
+def _evaluate(run_dir: Path, raw: bool, checkpoint: str = "last", weights: str | None = None) -> dict:
     from scorekit import evaluation
 
-    model, cfg = _load(run_dir, raw)
-    report = evaluation.evaluate_run(run_dir, model, cfg, get_host())
+    model, cfg = _load(run_dir, raw, checkpoint)
+    report = evaluation.evaluate_run(run_dir, model, cfg, get_host(), weights_path=weights)
     print(evaluation.format_report(report))
     return report
 
@@ -144,22 +157,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     run_dir, _ = _train(args, final_samples=True)
     _inpaint(run_dir, None, 0, False)
-    _evaluate(run_dir, False)
+    _evaluate(run_dir, False, weights=args.inception_weights)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    _sample(args.run_dir, args.n, args.seed, args.raw_weights)
+    _sample(args.run_dir, args.n, args.seed, args.raw_weights, args.checkpoint)
     return 0
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    _inpaint(args.run_dir, args.n, args.seed, args.raw_weights)
+    _inpaint(args.run_dir, args.n, args.seed, args.raw_weights, args.checkpoint)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _evaluate(args.run_dir, args.raw_weights)
+    _evaluate(args.run_dir, args.raw_weights, args.checkpoint, args.inception_weights)
     return 0
 
 

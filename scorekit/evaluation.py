@@ -67,6 +67,7 @@ def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str
     from scorekit import metrics
 
     name = extractor_for(reference)
+    metrics.EXTRACTORS[name].weights(weights_path, None)  # a missing weights file fails now, not after 5,000 steps
 
     def hook(step: int, model: ScoreModel, run_dir: Path) -> dict[str, float]:
         samples = runs.sample_images(model, reference, cfg.sample, n=cfg.train.fid_samples, progress=False)

@@ -109,3 +109,16 @@ def test_fid_at_each_checkpoint_keeps_the_best(tmp_path):
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["best"]["value"] == min(fids.values()) and best["step"] == min(fids, key=fids.get)
     assert (out / "fid_history.png").is_file()
+
+
+def test_missing_inception_weights_fail_before_training(tmp_path, capsys):
+    """The CIFAR-10 preset keeps the best checkpoint by FID: without the weights file it stops at once."""
+    from scorekit_ncsn.fake_data import write_fake_cifar10
+
+    write_fake_cifar10(tmp_path / "c10", per_batch=2)
+    args = ["train", "--preset", "ncsn-cifar10", "--data", str(tmp_path / "c10"), "--out", str(tmp_path / "r"),
+            "--inception-weights", str(tmp_path / "nowhere"), "model.network_options.ngf=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Inception-v3 weights" in err and "nowhere" in err
+    assert not (tmp_path / "r" / "last.pt").exists()

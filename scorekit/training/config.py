@@ -54,12 +54,15 @@ class ModelConfig:
 
 @frozen
 class DataConfig:
-    """A registered dataset and where it lives. ``root=None`` is the dataset's default location."""
+    """A registered dataset and where it lives. ``root=None`` is the dataset's default location.
+
+    Every dataset factory takes ``train``: ``True`` for the training split, ``False`` for
+    the held-out split (Eq. 6 loss, the real-against-real metric floor, inpainting).
+    """
 
     name: str = "digits"
     root: str | None = None
     options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
-    holdout_fraction: float = attrs.field(default=0.1, validator=probability)
 
 
 @frozen

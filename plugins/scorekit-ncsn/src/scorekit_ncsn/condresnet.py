@@ -66,6 +66,14 @@ class CondResNet(nn.Module):
             (default: 1 everywhere).
         scale_by_sigma: divide the output by sigma (NCSNv2); without it the network
             must learn the 1/sigma scale through its conditional norms, as in NCSN.
+        sigma_data: None (default), or the data's spread: then the score is the Gaussian
+            one plus a learned correction (Karras et al. 2022's skip preconditioning,
+            written as a score): ``s = -(x - data_mean) / (sigma^2 + sigma_data^2)
+            + sigma_data / (sigma * sqrt(sigma^2 + sigma_data^2)) * f``. The first term
+            restores far-out chains in proportion to their distance, which the
+            instance-normalised (nearly scale-invariant) ``f`` cannot do; for
+            ``sigma << sigma_data`` it reduces to ``f / sigma``. Needs ``scale_by_sigma``.
+        data_mean: the centre of the Gaussian term (pixel value), used with ``sigma_data``.
 
     ``forward(x, sigma)``: ``x`` of shape [B, C, image_size, image_size], pixels in
     [0, 1] (perturbed data may leave that range); ``sigma`` of shape [B] or a scalar,
@@ -82,6 +90,8 @@ class CondResNet(nn.Module):
         n_blocks: int = 6,
         dilations: Sequence[int] | None = None,
         scale_by_sigma: bool = True,
+        sigma_data: float | None = None,
+        data_mean: float = 0.5,
     ) -> None:
         super().__init__()
         sigmas_t = as_level_sigmas(sigmas, "CondResNet")
@@ -100,8 +110,12 @@ class CondResNet(nn.Module):
             )
 
         self.channels, self.image_size, self.ngf, self.n_blocks = channels, image_size, ngf, n_blocks
+        if sigma_data is not None and not (sigma_data > 0 and scale_by_sigma):
+            raise ValueError(f"CondResNet needs sigma_data > 0 and scale_by_sigma=True, got {sigma_data!r}")
         self.dilations = tuple(dils)
         self.scale_by_sigma = bool(scale_by_sigma)
+        self.sigma_data = None if sigma_data is None else float(sigma_data)
+        self.data_mean = float(data_mean)
         self.register_buffer("sigmas", sigmas_t)
         self.num_levels = num_levels = sigmas_t.numel()
 
@@ -117,7 +131,7 @@ class CondResNet(nn.Module):
         return (
             f"channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
             f"n_blocks={self.n_blocks}, dilations={self.dilations}, num_levels={self.num_levels}, "
-            f"scale_by_sigma={self.scale_by_sigma}"
+            f"scale_by_sigma={self.scale_by_sigma}, sigma_data={self.sigma_data}"
         )
 
     def sigma_to_level(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -138,9 +152,13 @@ class CondResNet(nn.Module):
         for block in self.blocks:
             h = block(h, level)
         out = self.end_conv(self.act(self.end_norm(h, level)))
-        if self.scale_by_sigma:
-            out = out / self.sigmas.to(out.dtype)[level].reshape(-1, 1, 1, 1)
-        return out
+        if not self.scale_by_sigma:
+            return out
+        sig = self.sigmas.to(out.dtype)[level].reshape(-1, 1, 1, 1)
+        if self.sigma_data is None:
+            return out / sig
+        total = sig.square() + self.sigma_data**2
+        return (self.sigma_data / (sig * total.sqrt())) * out - (x - self.data_mean) / total
 
 
 def cond_resnet_network(
@@ -152,6 +170,8 @@ def cond_resnet_network(
     n_blocks: int = 6,
     dilations: Sequence[int] | None = None,
     scale_by_sigma: bool = True,
+    sigma_data: float | None = None,
+    data_mean: float = 0.5,
 ) -> CondResNet:
     """The ``cond_resnet`` network factory; compose() passes the composition's sigmas."""
     if sigmas is None:
@@ -161,5 +181,5 @@ def cond_resnet_network(
         )
     return CondResNet(
         sigmas=sigmas, channels=channels, image_size=image_size, ngf=ngf, n_blocks=n_blocks,
-        dilations=dilations, scale_by_sigma=scale_by_sigma,
+        dilations=dilations, scale_by_sigma=scale_by_sigma, sigma_data=sigma_data, data_mean=data_mean,
     )

@@ -115,20 +115,28 @@ def _random_flip(image: torch.Tensor) -> torch.Tensor:
     return image.flip(-1) if torch.rand(()) < 0.5 else image
 
 
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
 def mnist(root: str | Path | None = None, train: bool = True) -> Dataset:
-    """MNIST (1 x 28 x 28), no flips (section 5)."""
+    """MNIST (1 x 28 x 28), no flips (section 5), from the four uncompressed IDX files."""
     from torchvision.datasets import MNIST
 
     base = _root(root, "mnist")
     raw = base / "MNIST" / "raw"
-    stem = "train" if train else "t10k"
-    needed = [f"{stem}-images-idx3-ubyte", f"{stem}-labels-idx1-ubyte"]
-    if not all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for n in needed):
+    missing = [n for n in MNIST_FILES if not (raw / n).is_file()]
+    if missing:
+        zipped = [n for n in missing if (raw / f"{n}.gz").is_file()]
+        hint = f" ({', '.join(n + '.gz' for n in zipped)} found: gunzip them)" if zipped else ""
         raise DatasetNotFoundError(
-            f"MNIST not found: put {', '.join(needed)} (or their .gz files, from http://yann.lecun.com/exdb/mnist/) "
-            f"in {raw}; or pass --data PATH pointing at the folder that holds MNIST/raw/"
+            f"MNIST not found: missing {', '.join(missing)} in {raw}{hint}. Download the four files from "
+            f"http://yann.lecun.com/exdb/mnist/, gunzip them into {raw}/; or pass --data PATH pointing at "
+            f"the folder that holds MNIST/raw/"
         )
-    return ImagesOnly(MNIST(str(base), train=train, download=False, transform=_transforms(flip=False)))
+    try:
+        return ImagesOnly(MNIST(str(base), train=train, download=False, transform=_transforms(flip=False)))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DataError(f"MNIST files in {raw} could not be read ({exc}); download them again") from exc
 
 
 def celeba(root: str | Path | None = None, train: bool = True, flip: bool = True) -> Dataset:
