@@ -89,10 +89,23 @@ def value_range(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
 
 # --- building components from options -------------------------------------------------
 
+def _options_class(factory: Callable[..., Any]) -> type | None:
+    """The attrs class holding ``factory``'s options: the factory itself, or its ``options_class``
+    attribute (for a factory function that forwards ``**options`` to a config)."""
+    if attrs.has(factory):
+        return factory  # type: ignore[return-value]
+    declared = getattr(factory, "options_class", None)
+    return declared if declared is not None and attrs.has(declared) else None
+
+
 def accepted_options(factory: Callable[..., Any]) -> tuple[list[str], bool]:
     """The option names ``factory`` accepts, and whether it takes arbitrary ``**kwargs``."""
-    if attrs.has(factory):
-        return [a.alias or a.name for a in attrs.fields(factory) if a.init], False
+    options_class = _options_class(factory)
+    if options_class is not None:
+        names = [a.alias or a.name for a in attrs.fields(options_class) if a.init]
+        if options_class is not factory:  # keywords of the function itself, e.g. `sigmas`
+            names += [n for n in inspect.signature(factory).parameters if n not in names and n != "options"]
+        return names, False
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature
@@ -103,9 +116,10 @@ def accepted_options(factory: Callable[..., Any]) -> tuple[list[str], bool]:
 
 def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     """The default of every option of ``factory`` that has one (for listings and docs)."""
-    if attrs.has(factory):
+    options_class = _options_class(factory)
+    if options_class is not None:
         out = {}
-        for a in attrs.fields(factory):
+        for a in attrs.fields(options_class):
             if not a.init:
                 continue
             if isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]

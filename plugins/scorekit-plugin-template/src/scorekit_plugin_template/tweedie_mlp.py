@@ -117,4 +117,8 @@ def tweedie_mlp(*, sigmas: torch.Tensor | None = None, **options: Any) -> Tweedi
     return TweedieMLP(build("network 'tweedie_mlp'", TweedieMLPConfig, options))
 
 
+#: lets scorekit list and check the options this factory forwards (``scorekit plugins``, the contract suite)
+tweedie_mlp.options_class = TweedieMLPConfig  # type: ignore[attr-defined]
+
+
 __all__ = ["TweedieMLP", "TweedieMLPConfig", "tweedie_mlp"]
