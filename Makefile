@@ -13,7 +13,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,plot,metrics]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
