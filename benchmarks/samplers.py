@@ -20,31 +20,17 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from scorekit.samplers import HMC, AnnealedLangevin, Langevin
-from scorekit.score import ScoreFunction, append_dims
+from scorekit.score import ScoreFunction
 
-
-class ConvScore(nn.Module):
-    """4 conv layers, ``channels`` wide, ELU; output divided by sigma (NCSNv2's scaling)."""
-
-    def __init__(self, channels: int = 64, image_channels: int = 3) -> None:
-        super().__init__()
-        c = channels
-        self.body = nn.Sequential(
-            nn.Conv2d(image_channels, c, 3, padding=1), nn.ELU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.ELU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.ELU(),
-            nn.Conv2d(c, image_channels, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        out = self.body(x)
-        return out if sigma is None else out / append_dims(sigma, x.ndim)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SmallConvNet  # noqa: E402
 
 
 class Free(nn.Module):
@@ -74,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = ConvScore().eval()
+    net = SmallConvNet().eval()
     for p in net.parameters():
         p.requires_grad_(False)
     score = ScoreFunction(net)
