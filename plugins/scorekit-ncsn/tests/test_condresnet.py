@@ -93,6 +93,18 @@ def test_output_is_divided_by_sigma() -> None:
         torch.testing.assert_close(model(x, sigma) * sigma.reshape(-1, 1, 1, 1), plain(x, sigma))
 
 
+def test_sigma_data_adds_the_gaussian_score() -> None:
+    model = CondResNet(sigmas=SIGMAS, ngf=8, n_blocks=1, sigma_data=0.4, data_mean=0.3).eval()
+    with torch.no_grad():  # f = 0: the score is that of N(0.3, sigma^2 + 0.4^2)
+        model.end_conv.weight.zero_()
+        model.end_conv.bias.zero_()
+    x = torch.rand(2, 1, 8, 8)
+    sigma = SIGMAS[[0, 9]]
+    expected = -(x - 0.3) / (sigma.square() + 0.16).reshape(-1, 1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, sigma), expected)
+
+
 def test_levels_condition_the_norms(net: CondResNet) -> None:
     with torch.no_grad():
         for block in net.blocks:  # give every level its own norm parameters
@@ -147,6 +159,8 @@ def test_wrong_input_shape_raises(net: CondResNet) -> None:
         {"n_blocks": -1},
         {"n_blocks": 2, "dilations": [1]},
         {"n_blocks": 1, "dilations": [0]},
+        {"sigma_data": 0.0},
+        {"sigma_data": 0.4, "scale_by_sigma": False},
     ],
 )
 def test_bad_options_raise(kwargs) -> None:
