@@ -41,7 +41,7 @@ from .layers import CondResidualBlock
 from .levels import as_level_sigmas, sigma_batch, sigma_to_level
 from .normalization import CondInstanceNormPlusPlus
 
-__all__ = ["CondResNet", "cond_resnet_network", "cond_resnet_num_parameters"]
+__all__ = ["CondResNet", "cond_resnet_num_parameters"]
 
 
 def cond_resnet_num_parameters(*, channels: int, ngf: int, n_blocks: int, num_levels: int) -> int:
@@ -159,27 +159,3 @@ class CondResNet(nn.Module):
             return out / sig
         total = sig.square() + self.sigma_data**2
         return (self.sigma_data / (sig * total.sqrt())) * out - (x - self.data_mean) / total
-
-
-def cond_resnet_network(
-    *,
-    sigmas: torch.Tensor | None,
-    channels: int = 1,
-    image_size: int = 8,
-    ngf: int = 64,
-    n_blocks: int = 6,
-    dilations: Sequence[int] | None = None,
-    scale_by_sigma: bool = True,
-    sigma_data: float | None = None,
-    data_mean: float = 0.5,
-) -> CondResNet:
-    """The ``cond_resnet`` network factory; compose() passes the composition's sigmas."""
-    if sigmas is None:
-        raise ValueError(
-            "network 'cond_resnet' is noise-conditional: compose it with sigmas "
-            "(e.g. scorekit.geometric_sigmas(1.0, 0.01, 10))"
-        )
-    return CondResNet(
-        sigmas=sigmas, channels=channels, image_size=image_size, ngf=ngf, n_blocks=n_blocks,
-        dilations=dilations, scale_by_sigma=scale_by_sigma, sigma_data=sigma_data, data_mean=data_mean,
-    )

@@ -18,9 +18,13 @@ __all__ = ["SIGMA_RTOL", "as_level_sigmas", "sigma_batch", "sigma_to_level"]
 SIGMA_RTOL = 1e-4
 
 
-def as_level_sigmas(sigmas: torch.Tensor | Sequence[float], owner: str) -> torch.Tensor:
+def as_level_sigmas(sigmas: torch.Tensor | Sequence[float] | None, owner: str) -> torch.Tensor:
     """``sigmas`` as a fresh 1-D tensor of the default dtype; ValueError (naming ``owner``)
     unless it is non-empty, finite, positive and strictly descending."""
+    if sigmas is None:
+        raise ValueError(
+            f"{owner} is noise-conditional: compose it with sigmas (e.g. scorekit.geometric_sigmas(1.0, 0.01, 10))"
+        )
     sigmas_t = torch.as_tensor(sigmas, dtype=torch.get_default_dtype()).detach().clone()
     if sigmas_t.ndim != 1 or sigmas_t.numel() == 0:
         raise ValueError(
