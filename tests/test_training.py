@@ -370,3 +370,24 @@ def test_new_run_dir_never_reuses_a_directory(tmp_path):
     assert len(set(dirs)) == 5 and all(d.is_dir() and d.name.startswith("toy-") for d in dirs)
     with pytest.raises(ValueError, match="path separators"):
         new_run_dir("../escape", root=tmp_path)
+
+
+def test_ema_warmup_forgets_the_initial_weights_fast():
+    """With warm-up, update n uses min(decay, (1 + n) / (10 + n)): 0.1 first, then 2/11, ..."""
+    from scorekit.training import EMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = EMA(net, 0.999, warmup=True)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net)
+    assert ema.shadow["weight"].item() == pytest.approx(0.9)  # 0.1 * 0 + 0.9 * 1
+    ema.update(net)
+    assert ema.shadow["weight"].item() == pytest.approx(1 - 0.1 * 2 / 11)
+    plain = EMA(torch.nn.Linear(1, 1, bias=False), 0.999)
+    assert plain.current_decay() == 0.999
+    restored = EMA(net, 0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.warmup and restored.current_decay() == pytest.approx(3 / 12)

@@ -77,6 +77,8 @@ class TrainConfig:
     weight_decay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
     grad_clip: float | None = attrs.field(default=None, validator=optional(positive))
     ema_decay: float | None = attrs.field(default=None, validator=optional(probability))
+    #: EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: forget the initial weights fast
+    ema_warmup: bool = attrs.field(default=False, validator=boolean)
     checkpoint_every: int = attrs.field(default=5_000, validator=positive_int)
     sample_every: int = attrs.field(default=5_000, validator=non_negative_int)
     eval_every: int = attrs.field(default=5_000, validator=non_negative_int)

@@ -12,16 +12,21 @@ from torch import nn
 class EMA:
     """``shadow <- decay * shadow + (1 - decay) * param`` after every optimiser step.
 
+    With ``warmup`` the decay of update ``n`` (from 0) is ``min(decay, (1 + n) / (10 + n))``
+    (TensorFlow's ``num_updates`` rule): early averages forget the random initial weights
+    quickly, so a long-memory decay such as 0.999 can be used in a short run.
+
     The shadow starts as a copy of the module's parameters and is keyed by parameter
     name (the names of ``module.state_dict()``), so :meth:`state_dict` merged into the
     module's own state dict gives a complete set of EMA weights. Buffers are not
     averaged: :meth:`apply` and :meth:`copy_to` leave them as the module has them.
     """
 
-    def __init__(self, module: nn.Module, decay: float) -> None:
+    def __init__(self, module: nn.Module, decay: float, *, warmup: bool = False) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay!r}")
         self.decay = float(decay)
+        self.warmup = warmup
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
             name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad
@@ -36,9 +41,16 @@ class EMA:
     def update(self, module: nn.Module) -> None:
         """Move the shadow towards the module's current parameters."""
         params = dict(module.named_parameters())
+        decay = self.current_decay()
         for name, shadow in self.shadow.items():
-            shadow.mul_(self.decay).add_(params[name].detach(), alpha=1.0 - self.decay)
+            shadow.mul_(decay).add_(params[name].detach(), alpha=1.0 - decay)
         self.num_updates += 1
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
@@ -67,7 +79,8 @@ class EMA:
         return state
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
+                "shadow": dict(self.shadow)}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -78,6 +91,7 @@ class EMA:
                 f"EMA state does not match the module: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         self.decay = float(state["decay"])
+        self.warmup = bool(state.get("warmup", False))
         self.num_updates = int(state["num_updates"])
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)

@@ -207,7 +207,7 @@ class _Run:
         self.params = params
         self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
                                           weight_decay=config.weight_decay)
-        self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
+        self.ema = EMA(model, config.ema_decay, warmup=config.ema_warmup) if config.ema_decay is not None else None
 
         self.train_generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train", env.rank))
         self.order = DataOrder(self.n, config.batch_size, torch.Generator().manual_seed(derive_seed(config.seed, "data")),
