@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .layers import CondResidualBlock
-from .levels import as_level_sigmas, sigma_batch, sigma_to_level
+from .levels import as_level_sigmas, check_images, sigma_batch, sigma_to_level
 from .normalization import CondInstanceNormPlusPlus
 
 __all__ = ["CondResNet", "cond_resnet_num_parameters"]
@@ -140,12 +140,7 @@ class CondResNet(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Score estimate at ``x`` (pixels in [0, 1]) for each example's noise level ``sigma``."""
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"CondResNet(channels={self.channels}, image_size={self.image_size}) got input of "
-                f"shape {tuple(x.shape)}; expected [B, {self.channels}, {self.image_size}, {self.image_size}]"
-            )
+        check_images(x, "CondResNet", self.channels, self.image_size)
         level = self.sigma_to_level(sigma_batch(sigma, x, self.sigmas, "CondResNet"))
 
         h = self.begin_conv(2.0 * x - 1.0)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SIGMA_RTOL", "as_level_sigmas", "sigma_batch", "sigma_to_level"]
+__all__ = ["SIGMA_RTOL", "as_level_sigmas", "check_images", "sigma_batch", "sigma_to_level"]
 
 #: relative tolerance for matching a sigma to one of the network's levels
 SIGMA_RTOL = 1e-4
@@ -83,3 +83,13 @@ def sigma_to_level(sigmas: torch.Tensor, sigma: torch.Tensor, owner: str) -> tor
             f"(relative tolerance {SIGMA_RTOL:g}); levels: {sigmas.tolist()}"
         )
     return best
+
+
+def check_images(x: torch.Tensor, owner: str, channels: int, image_size: int) -> None:
+    """ValueError naming ``owner`` unless ``x`` is ``[B, channels, image_size, image_size]``."""
+    expected = (channels, image_size, image_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"{owner}(channels={channels}, image_size={image_size}) got input of shape {tuple(x.shape)}; "
+            f"expected [B, {channels}, {image_size}, {image_size}]"
+        )

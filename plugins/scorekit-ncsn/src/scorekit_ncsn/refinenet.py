@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .layers import CondRefineBlock, CondResidualBlock
-from .levels import SIGMA_RTOL, as_level_sigmas, sigma_batch, sigma_to_level
+from .levels import SIGMA_RTOL, as_level_sigmas, check_images, sigma_batch, sigma_to_level
 from .normalization import CondInstanceNormPlusPlus
 
 __all__ = ["NCSN", "SIGMA_RTOL"]
@@ -117,22 +117,10 @@ class NCSN(nn.Module):
         """
         return sigma_to_level(self.sigmas, sigma, "NCSN")
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"NCSN(channels={self.channels}, image_size={self.image_size}) got input of "
-                f"shape {tuple(x.shape)}; expected [B, {self.channels}, {self.image_size}, "
-                f"{self.image_size}]"
-            )
-
-    def _check_sigma(self, sigma: torch.Tensor | float | None, x: torch.Tensor) -> torch.Tensor:
-        return sigma_batch(sigma, x, self.sigmas, "NCSN")
-
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         """Score estimate at ``x`` (pixels in [0, 1]) for each example's noise level ``sigma``."""
-        self._check_input(x)
-        level = self.sigma_to_level(self._check_sigma(sigma, x))
+        check_images(x, "NCSN", self.channels, self.image_size)
+        level = self.sigma_to_level(sigma_batch(sigma, x, self.sigmas, "NCSN"))
 
         h = self.begin_conv(2.0 * x - 1.0)  # [0, 1] -> [-1, 1], as the reference does
 
