@@ -56,12 +56,10 @@ def sample_images(model: ScoreModel, like: torch.Tensor, cfg: SampleConfig, *, n
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     out = []
     with tqdm(total=n, desc="sampling", unit="img", disable=not progress) as bar:
-        while sum(o.shape[0] for o in out) < n:
-            b = min(cfg.batch_size, n - sum(o.shape[0] for o in out))
-            template = like[:1].expand(b, *like.shape[1:])
-            x = model.sample(model.initial_noise(template, gen), generator=gen)
-            out.append(x.cpu())
-            bar.update(b)
+        for start in range(0, n, cfg.batch_size):
+            template = like[:1].expand(min(cfg.batch_size, n - start), *like.shape[1:])
+            out.append(model.sample(model.initial_noise(template, gen), generator=gen).cpu())
+            bar.update(template.shape[0])
     samples = torch.cat(out)
     return samples.clamp(*cfg.clamp) if cfg.clamp is not None else samples
 

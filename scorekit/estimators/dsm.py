@@ -7,7 +7,7 @@ import torch
 
 from scorekit.config import frozen, one_of
 from scorekit.estimators.common import WEIGHTINGS, perturb, require_sigmas
-from scorekit.score import ScoreFunction
+from scorekit.score import ScoreFunction, append_dims
 
 
 @frozen
@@ -30,6 +30,6 @@ class DenoisingScoreMatching:
         require_sigmas("dsm", sigmas)
         x_tilde, sigma, z = perturb(x, sigmas, generator)
         # target -(x~ - x)/sigma^2 = -z/sigma; write sigma * residual to stay O(1) at tiny sigma
-        scaled = score(x_tilde, sigma) * sigma.reshape(-1, *([1] * (x.ndim - 1))) + z
+        scaled = score(x_tilde, sigma) * append_dims(sigma, x.ndim) + z
         per_example = 0.5 * scaled.pow(2).flatten(1).sum(1) / sigma.pow(2)
         return WEIGHTINGS[self.weighting](sigma) * per_example
