@@ -132,6 +132,19 @@ def test_real_floor_is_small_and_noise_is_far(split):
     assert real["real_floor"]["num_samples"] == 359
 
 
+def test_matched_inception_score_uses_splits_as_large_as_the_floors(split):
+    # the train digits against a floor of 359 held-out digits in 10 splits (~36 each):
+    # the samples' matched IS takes 1438 / 36 = 40 splits, and smaller splits score
+    # lower (each split's marginal class distribution is fitted to fewer images)
+    result = quiet_evaluate(split.train_images, split.train_images, real_floor=split.test_images, metrics=("isc",))
+    matched = result["isc_matched"]
+    assert matched["isc_splits"] == 40
+    assert matched["split_size"] == pytest.approx(359 / 10, rel=0.01)
+    assert matched["isc_mean"] < result["isc_mean"]
+    assert "splits of 36 images" in format_table(result)
+    assert "isc_matched" not in quiet_evaluate(split.test_images, split.train_images, metrics=("isc",))
+
+
 def test_constant_images_have_inception_score_one(split):
     const = torch.full((100, 1, 8, 8), 0.5)
     result = quiet_evaluate(const, split.train_images, metrics=("isc",))

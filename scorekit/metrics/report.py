@@ -34,8 +34,11 @@ def format_table(metrics: Mapping[str, Any]) -> str:
         ("reference images", str(metrics.get("num_reference", "-")), str(metrics.get("num_reference", "-")) if floor else "-"),
         ("FID", _num(metrics.get("fid")), _num(floor.get("fid")) if floor else "-"),
         ("IS", _pm(metrics, "isc"), _pm(floor, "isc")),
-        ("KID", _pm(metrics, "kid"), _pm(floor, "kid")),
     ]
+    matched = metrics.get("isc_matched")
+    if matched and floor:
+        rows.append((f"IS, splits of {matched['split_size']:.0f} images", _pm(matched, "isc"), _pm(floor, "isc")))
+    rows.append(("KID", _pm(metrics, "kid"), _pm(floor, "kid")))
     if metrics.get("heldout_loss") is not None:
         rows.append(("Eq. 6 loss (held-out)", _num(metrics["heldout_loss"], 6), "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
