@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from scorekit import runs
+from scorekit.allocator import keep_freed_memory
 from scorekit.config import option_defaults
 from scorekit.errors import ScorekitError
 from scorekit.plugins import get_host
@@ -183,6 +184,7 @@ COMMANDS = {"plugins": cmd_plugins, "train": cmd_train, "run": cmd_run, "sample"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory()  # large temporaries stay in the heap instead of page-faulting in each step
     try:
         return COMMANDS[args.command](args)
     except ScorekitError as exc:
