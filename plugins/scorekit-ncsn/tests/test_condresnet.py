@@ -172,6 +172,22 @@ def test_bad_options_raise(kwargs) -> None:
 # ---------------------------------------------------------------- registration
 
 
+def test_silu_activation_changes_the_output_but_not_the_parameters() -> None:
+    torch.manual_seed(3)
+    elu = CondResNet(sigmas=SIGMAS, ngf=8, n_blocks=2)
+    silu = CondResNet(sigmas=SIGMAS, ngf=8, n_blocks=2, activation="silu")
+    silu.load_state_dict(elu.state_dict())  # same names and shapes
+    assert isinstance(silu.act, torch.nn.SiLU) and all(isinstance(b.act, torch.nn.SiLU) for b in silu.blocks)
+    x = torch.rand(4, 1, 8, 8)
+    assert not torch.allclose(elu(x, SIGMAS[2]), silu(x, SIGMAS[2]))
+    assert "activation='silu'" in repr(silu)
+
+
+def test_unknown_activation_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"activation='relu6'.*\['elu', 'silu'\]"):
+        CondResNet(sigmas=SIGMAS, ngf=8, n_blocks=1, activation="relu6")
+
+
 def test_registered_and_composes() -> None:
     host = PluginHost(autoload=False)
     host.register_plugin(plugin, "scorekit-ncsn")

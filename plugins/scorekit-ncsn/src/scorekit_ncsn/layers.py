@@ -2,7 +2,8 @@
 
 Every block takes ``(x, level)`` where ``level`` is a long tensor [B] of noise-level
 indices, and conditions every normalisation on it through
-:class:`~scorekit_ncsn.normalization.CondInstanceNormPlusPlus`. Activations are ELU.
+:class:`~scorekit_ncsn.normalization.CondInstanceNormPlusPlus`. Activations are ELU, as in
+the paper; the residual block also takes SiLU (:data:`ACTIVATIONS`) for ``cond_resnet``.
 
 Which convolutions carry a bias follows the authors' code exactly (it decides the
 parameter count): the encoder's residual blocks and the fusion (MSF) convolutions
@@ -21,6 +22,8 @@ from torch import nn
 from .normalization import CondInstanceNormPlusPlus
 
 __all__ = [
+    "ACTIVATIONS",
+    "activation",
     "ConvMeanPool",
     "CondResidualBlock",
     "CondRCUBlock",
@@ -29,6 +32,20 @@ __all__ = [
     "CondRefineBlock",
     "conv3x3",
 ]
+
+
+#: activation name -> module class. ELU is the paper's; SiLU costs far less on CPU (this
+#: torch build evaluates ELU's expm1 without SIMD: 1.9 ms against 0.12 ms for SiLU on a
+#: 128 x 48 x 8 x 8 tensor, 2 threads) and trained ``cond_resnet`` to a lower held-out loss.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "silu": nn.SiLU}
+
+
+def activation(name: str, owner: str) -> nn.Module:
+    """A fresh activation module for ``name``; an unknown name raises naming the known ones."""
+    try:
+        return ACTIVATIONS[name]()
+    except (KeyError, TypeError):
+        raise ValueError(f"{owner} got activation={name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
 def conv3x3(in_channels: int, out_channels: int, *, dilation: int = 1, bias: bool) -> nn.Conv2d:
@@ -68,6 +85,7 @@ class CondResidualBlock(nn.Module):
             as in the reference, even though in and out channels are equal.
         dilation: dilation of both 3x3 convolutions (and of the shortcut), or None for
             ordinary convolutions.
+        act: the activation, a name in :data:`ACTIVATIONS` (the paper: ``"elu"``).
 
     All convolutions here carry a bias.
     """
@@ -80,9 +98,10 @@ class CondResidualBlock(nn.Module):
         *,
         downsample: bool = False,
         dilation: int | None = None,
+        act: str = "elu",
     ) -> None:
         super().__init__()
-        self.act = nn.ELU()
+        self.act = activation(act, "CondResidualBlock")
         dil = 1 if dilation is None else dilation
         self.norm1 = CondInstanceNormPlusPlus(in_channels, num_levels)
         self.shortcut: nn.Module | None

@@ -61,7 +61,8 @@ def ncsn_digits() -> RunConfig:
     """The embedded default behind ``make run``: scikit-learn's 8 x 8 digits, trained and sampled
     in under 10 minutes on 2 CPU cores (see docs/results.md for how it was tuned).
 
-    * network: ``cond_resnet`` (4 residual blocks, width 48, CondInstanceNorm++), its output a
+    * network: ``cond_resnet`` (4 residual blocks, width 48, CondInstanceNorm++, SiLU: ~25 %
+      cheaper per step than ELU on CPU and a lower held-out loss in equal time), its output a
       Gaussian score plus a learned correction (``sigma_data`` 0.4, ``data_mean`` 0.3: the
       digits' pixel std and mean), so that chains far from the data are pulled back;
     * sigmas: NCSNv2's rules: sigma_1 = 5 (the largest distance between two training digits
@@ -69,8 +70,9 @@ def ncsn_digits() -> RunConfig:
       D = 64);
     * sampling: 10 steps per level, epsilon 1.2e-4 (alpha_i / sigma_i^2 = 1.2), the final
       noise-free denoising step, 1,000 samples in one batch;
-    * training: 4,000 Adam steps at batch 128, lr 1e-3, EMA 0.999 with warm-up (without it,
-      0.999 would still carry 2% of the initial weights after 4,000 steps).
+    * training: 8,000 Adam steps at batch 64, lr 1e-3 (in equal time a lower held-out loss than
+      batch 128 with 1.6x fewer steps), EMA 0.999 with warm-up (without it, 0.999 would still
+      carry 2% of the initial weights after 4,000 steps).
     """
     return RunConfig(
         name="ncsn-digits",
@@ -78,13 +80,13 @@ def ncsn_digits() -> RunConfig:
             network="cond_resnet", estimator="dsm", sampler="annealed_langevin",
             sigmas=SigmaConfig(first=5.0, last=0.01, n=20),
             network_options={"channels": 1, "image_size": 8, "ngf": 48, "n_blocks": 4,
-                             "sigma_data": 0.4, "data_mean": 0.3},
+                             "sigma_data": 0.4, "data_mean": 0.3, "activation": "silu"},
             sampler_options={"step_size": 1.2e-4, "steps_per_level": 10, "init_range": (0.0, 1.0),
                              "final_denoise": True},
         ),
         data=DataConfig(name="digits"),
-        train=TrainConfig(n_iters=4_000, batch_size=128, lr=1e-3, ema_decay=0.999, ema_warmup=True,
-                          checkpoint_every=500, sample_every=0, eval_every=500, log_every=50),
+        train=TrainConfig(n_iters=8_000, batch_size=64, lr=1e-3, ema_decay=0.999, ema_warmup=True,
+                          checkpoint_every=1_000, sample_every=0, eval_every=1_000, log_every=50),
         sample=SampleConfig(n_samples=1_000, batch_size=1_000),
     )
 
