@@ -14,15 +14,6 @@ from scorekit_ncsn.refinenet import NCSN
 SIGMAS = torch.logspace(0, -2, 10)
 
 
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 @pytest.fixture(scope="module")
 def net() -> CondResNet:
     torch.manual_seed(1)
@@ -43,14 +34,14 @@ def test_output_shape_equals_input_shape(channels: int, image_size: int, dilatio
 
 
 @pytest.mark.parametrize(("channels", "ngf", "n_blocks", "levels"), [(1, 64, 4, 20), (3, 16, 0, 1), (1, 8, 6, 10)])
-def test_parameter_count_formula(channels: int, ngf: int, n_blocks: int, levels: int) -> None:
+def test_parameter_count_formula(channels: int, ngf: int, n_blocks: int, levels: int, n_params) -> None:
     sigmas = torch.logspace(0, -2, levels) if levels > 1 else torch.tensor([0.1])
     model = CondResNet(sigmas=sigmas, channels=channels, ngf=ngf, n_blocks=n_blocks)
     expected = cond_resnet_num_parameters(channels=channels, ngf=ngf, n_blocks=n_blocks, num_levels=levels)
     assert n_params(model) == expected
 
 
-def test_parameter_count_by_hand() -> None:
+def test_parameter_count_by_hand(n_params) -> None:
     # C=1, F=64, N=4, L=20: stem 640; blocks 4 * (7,680 + 73,856); head 3,840 + 577
     model = CondResNet(sigmas=torch.logspace(0, -2, 20), channels=1, ngf=64, n_blocks=4)
     assert n_params(model) == 640 + 4 * (2 * 3 * 20 * 64 + 2 * (9 * 64 * 64 + 64)) + 3 * 20 * 64 + 9 * 64 + 1

@@ -10,15 +10,6 @@ from scorekit_ncsn import NCSN, CondInstanceNormPlusPlus
 SIGMAS = torch.logspace(0, -2, 10)  # the paper's 10 geometric levels, 1 -> 0.01
 
 
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 @pytest.fixture(scope="module")
 def tiny_cifar() -> NCSN:
     torch.manual_seed(1)
@@ -36,7 +27,7 @@ def tiny_cifar() -> NCSN:
     ],
 )
 def test_parameter_count_matches_reference(
-    channels: int, image_size: int, ngf: int, expected: int
+    channels: int, image_size: int, ngf: int, expected: int, n_params
 ) -> None:
     net = NCSN(sigmas=SIGMAS, channels=channels, image_size=image_size, ngf=ngf)
     assert n_params(net) == expected
@@ -251,7 +242,7 @@ def test_cond_instance_norm_pp_matches_the_formula() -> None:
     torch.testing.assert_close(norm(x, idx).mean(dim=(2, 3)), norm.beta[idx].detach())
 
 
-def test_cond_instance_norm_pp_initialisation() -> None:
+def test_cond_instance_norm_pp_initialisation(n_params) -> None:
     norm = CondInstanceNormPlusPlus(256, num_levels=10)
     assert n_params(norm) == 3 * 256 * 10
     for p in (norm.gamma, norm.alpha):
