@@ -13,9 +13,12 @@ from typing import Any, Mapping
 import attrs
 import torch
 
-from scorekit.config import boolean, closest, frozen, non_negative_int, optional, positive, positive_int, probability, value_range
+from scorekit.config import (
+    boolean, closest, frozen, non_negative_int, one_of, optional, positive, positive_int, probability, value_range,
+)
 from scorekit.errors import OptionError
 from scorekit.sigmas import as_sigmas, geometric_sigmas
+from scorekit.training.schedules import LR_SCHEDULES
 
 
 def _dict(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -72,6 +75,11 @@ class TrainConfig:
     n_iters: int = attrs.field(default=200_000, validator=positive_int)
     batch_size: int = attrs.field(default=128, validator=positive_int)
     lr: float = attrs.field(default=1e-3, validator=positive)
+    #: how the rate evolves over ``n_iters`` (:mod:`scorekit.training.schedules`): the
+    #: paper's "constant", or "cosine" / "linear" decay towards 0 at the last step
+    lr_schedule: str = attrs.field(default="constant", validator=one_of(*LR_SCHEDULES))
+    #: updates of linear warm-up from 0 to ``lr`` before the schedule starts
+    lr_warmup: int = attrs.field(default=0, validator=non_negative_int)
     beta1: float = attrs.field(default=0.9, validator=probability)
     beta2: float = attrs.field(default=0.999, validator=probability)
     weight_decay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
@@ -92,6 +100,11 @@ class TrainConfig:
     channels_last: bool = attrs.field(default=False, validator=boolean)
     compile: bool = attrs.field(default=False, validator=boolean)
     device: str = "auto"
+
+    @lr_warmup.validator
+    def _warmup_within_run(self, attribute: attrs.Attribute, value: int) -> None:
+        if value >= self.n_iters:
+            raise ValueError(f"option 'lr_warmup' ({value}) must be smaller than n_iters ({self.n_iters})")
 
 
 @frozen

@@ -42,8 +42,8 @@ class EMA:
         """Move the shadow towards the module's current parameters."""
         params = dict(module.named_parameters())
         decay = self.current_decay()
-        for name, shadow in self.shadow.items():
-            shadow.mul_(decay).add_(params[name].detach(), alpha=1.0 - decay)
+        # one multi-tensor kernel: shadow + (1 - decay) * (param - shadow)
+        torch._foreach_lerp_(list(self.shadow.values()), [params[name].detach() for name in self.shadow], 1.0 - decay)
         self.num_updates += 1
 
     def current_decay(self) -> float:
