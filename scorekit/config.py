@@ -47,6 +47,12 @@ def probability(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"option '{attribute.name}' must be a number in (0, 1), got {value!r}")
 
 
+def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must lie in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"option '{attribute.name}' must be a number in [0, 1], got {value!r}")
+
+
 def one_of(*choices: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
     """Value must be one of ``choices``."""
 

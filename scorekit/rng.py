@@ -40,6 +40,14 @@ def randint(high: int, size: int, device: torch.device, generator: torch.Generat
     return torch.randint(0, high, (size,), generator=generator, device=dev).to(device)
 
 
+def categorical(
+    probs: torch.Tensor, size: int, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``size`` indices drawn with replacement from the probabilities ``probs`` (1-D), on ``device``."""
+    dev = _draw_device(generator, device)
+    return torch.multinomial(probs.to(dev), size, replacement=True, generator=generator).to(device)
+
+
 def uniform(n: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` uniform [0, 1) draws (e.g. for Metropolis tests)."""
     dev = _draw_device(generator, device)

@@ -160,3 +160,70 @@ def test_energy_network_trains_with_every_estimator(host):
         # the score -dE/dx does not see the energy's constant offset (the head's bias)
         first = model.network.energy_net.features.body[0].weight
         assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+# --- non-uniform level draws (dsm's level_median) -------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [1, 40])
+def test_dsm_level_draws_weight_eq6_by_their_probabilities(host, dim):
+    """N(0, I) data and the optimal score: E[DSM] = sum_i p_i D / (2 (1 + sigma_i^2)), with p_i the
+    log-normal mixture, not the uniform mean (here 12.4 against 15.6 for D = 40, 28 SE apart)."""
+    from scorekit.estimators.common import log_normal_level_probs
+
+    sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10).double()
+    options = {"level_median": 0.8, "level_std": 0.5, "level_uniform": 0.2}
+    model = scorekit.compose(network=OptimalGaussianScore(), estimator="dsm", sampler=None, sigmas=sigmas,
+                             estimator_options=options, host=host).double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(20000, dim, generator=g, dtype=torch.float64)
+    mean, se = mean_and_stderr(model.losses(x, generator=g))
+    probs = log_normal_level_probs(sigmas, median=0.8, std=0.5, uniform=0.2)
+    expected = (probs * dim / (2 * (1 + sigmas**2))).sum().item()
+    assert abs(mean - expected) <= Z * se, (mean, expected, se)
+
+
+def test_dsm_draws_each_level_as_often_as_its_probability(host):
+    from scorekit.estimators.common import log_normal_level_probs
+
+    sigmas = scorekit.geometric_sigmas(5.0, 0.01, 20)
+    drawn: list[torch.Tensor] = []
+
+    def recording_score(x, sigma):
+        drawn.append(sigma)
+        return torch.zeros_like(x)
+
+    dsm = scorekit.estimators.DenoisingScoreMatching(level_median=0.5)
+    n = 100_000
+    dsm(recording_score, torch.zeros(n, 1), sigmas=sigmas, generator=torch.Generator().manual_seed(0))
+    level = (drawn[0][:, None] - sigmas[None, :]).abs().argmin(1)
+    counts = torch.bincount(level, minlength=20).double()
+    p = log_normal_level_probs(sigmas, median=0.5, std=1.2, uniform=0.5)
+    se = (n * p * (1 - p)).sqrt()
+    # 5 binomial SE per level: a false alarm has probability ~1e-5 over the 20 levels; a uniform
+    # draw (p = 0.05 everywhere) misses the peak level's p = 0.083 by ~40 SE
+    assert ((counts - n * p).abs() <= 5 * se).all(), (counts, n * p)
+
+
+@given(
+    median=st.floats(1e-3, 1e3), std=st.floats(0.05, 5.0), uniform=st.floats(0.0, 1.0),
+    n=st.integers(1, 40),
+)
+def test_level_probabilities_are_a_distribution_peaked_at_the_median(median, std, uniform, n):
+    from scorekit.estimators.common import log_normal_level_probs
+
+    sigmas = scorekit.geometric_sigmas(10.0, 0.01, n) if n > 1 else torch.tensor([1.0])
+    p = log_normal_level_probs(sigmas, median=median, std=std, uniform=uniform)
+    assert torch.isclose(p.sum(), torch.tensor(1.0, dtype=p.dtype))
+    assert (p >= uniform / n - 1e-12).all()  # the uniform share keeps every level trained
+    peak = int(p.argmax())
+    assert (p[:peak].diff() >= -1e-12).all() and (p[peak:].diff() <= 1e-12).all()  # one bump
+    nearest = int((sigmas.log() - torch.tensor(median).log()).abs().argmin())
+    assert p[nearest] >= p.max() - 1e-12
+
+
+def test_dsm_level_options_are_checked(host):
+    with pytest.raises(Exception, match=r"level_uniform.*\[0, 1\].*1.5"):
+        scorekit.compose(estimator="dsm", estimator_options={"level_median": 0.5, "level_uniform": 1.5}, host=host)
+    with pytest.raises(Exception, match=r"level_median.*positive|level_median.*> 0"):
+        scorekit.compose(estimator="dsm", estimator_options={"level_median": 0.0}, host=host)
