@@ -145,6 +145,23 @@ def test_matched_inception_score_uses_splits_as_large_as_the_floors(split):
     assert "isc_matched" not in quiet_evaluate(split.test_images, split.train_images, metrics=("isc",))
 
 
+def test_each_image_set_goes_through_the_extractor_once(split, monkeypatch):
+    # samples, reference and floor: the reference serves both comparisons and the samples both
+    # IS split sizes, from torch-fidelity's feature cache (which lives only for the call)
+    from scorekit.metrics.digits_extractor import DigitsFeatureExtractor
+
+    seen: list[int] = []
+    forward = DigitsFeatureExtractor.forward
+    monkeypatch.setattr(DigitsFeatureExtractor, "forward", lambda self, x: (seen.append(x.shape[0]), forward(self, x))[1])
+    samples = split.train_images[:500]
+    result = quiet_evaluate(samples, split.train_images, real_floor=split.test_images)
+    assert sum(seen) == 500 + 1438 + 359
+    seen.clear()
+    again = quiet_evaluate(samples, split.train_images, real_floor=split.test_images)
+    assert sum(seen) == 500 + 1438 + 359  # nothing cached across calls: a name never meets other images
+    assert again == result
+
+
 def test_constant_images_have_inception_score_one(split):
     const = torch.full((100, 1, 8, 8), 0.5)
     result = quiet_evaluate(const, split.train_images, metrics=("isc",))

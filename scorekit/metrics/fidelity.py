@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from typing import Any, Iterable, Mapping
 
@@ -60,7 +61,8 @@ def evaluate(
     torch-hub's checkpoint folder). ``repeat_channels`` repeats grayscale to 3 channels
     for Inception. ``heldout_loss`` (from :func:`heldout_loss`) is stored for the table.
     Warns :class:`SampleCountWarning` when FID uses fewer than 10,000 samples. Images are
-    quantised to 8 bits (torch-fidelity's extractors take uint8, as from saved PNGs).
+    quantised to 8 bits (torch-fidelity's extractors take uint8, as from saved PNGs). Each
+    image set goes through the extractor once, however many figures use it.
     """
     spec = get_extractor(extractor)
     wanted = _check_metrics(metrics)
@@ -85,25 +87,31 @@ def evaluate(
             SampleCountWarning,
             stacklevel=2,
         )
-    options = dict(
-        spec=spec, wanted=wanted, weights=str(weights), isc_splits=isc_splits, kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed, device=_device(device),
-    )
-    result: dict[str, Any] = {
-        "extractor": spec.name,
-        "feature_layers": {m: spec.layers[m] for m in wanted},
-        "num_samples": counts["samples"],
-        "num_reference": counts["reference"],
-        "repeat_channels": bool(repeat_channels and spec.channels == 3 and samples.shape[1] == 1),
-        "seed": seed,
-        **facts,
-        **_score(sets["samples"], sets["reference"], **options),
-        "real_floor": None,
-    }
-    if "real_floor" in sets:
-        result["real_floor"] = {"num_samples": counts["real_floor"], **_score(sets["real_floor"], sets["reference"], **options)}
-        if "isc" in wanted:
-            result["isc_matched"] = _isc_at_split_size(sets["samples"], sets["reference"], counts, options)
+    # each image set goes through the extractor once: torch-fidelity caches its features by set
+    # name in a directory that lives only for this call (the reference serves both the samples
+    # and the floor; the samples serve both IS split sizes)
+    with tempfile.TemporaryDirectory(prefix="scorekit-features-") as features:
+        options = dict(
+            spec=spec, wanted=wanted, weights=str(weights), isc_splits=isc_splits, kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed, device=_device(device),
+            features=features,
+        )
+        result: dict[str, Any] = {
+            "extractor": spec.name,
+            "feature_layers": {m: spec.layers[m] for m in wanted},
+            "num_samples": counts["samples"],
+            "num_reference": counts["reference"],
+            "repeat_channels": bool(repeat_channels and spec.channels == 3 and samples.shape[1] == 1),
+            "seed": seed,
+            **facts,
+            **_score(sets["samples"], sets["reference"], ("samples", "reference"), **options),
+            "real_floor": None,
+        }
+        if "real_floor" in sets:
+            floor = _score(sets["real_floor"], sets["reference"], ("real_floor", "reference"), **options)
+            result["real_floor"] = {"num_samples": counts["real_floor"], **floor}
+            if "isc" in wanted:
+                result["isc_matched"] = _isc_at_split_size(sets["samples"], sets["reference"], counts, options)
     if heldout_loss is not None:
         result["heldout_loss"] = float(heldout_loss)
     return result
@@ -119,7 +127,7 @@ def _isc_at_split_size(samples: torch.Tensor, reference: torch.Tensor, counts: d
     """
     size = counts["real_floor"] / options["isc_splits"]
     splits = max(1, min(counts["samples"], round(counts["samples"] / size)))
-    scored = _score(samples, reference, **{**options, "wanted": ("isc",), "isc_splits": splits})
+    scored = _score(samples, reference, ("samples", "reference"), **{**options, "wanted": ("isc",), "isc_splits": splits})
     return {**scored, "split_size": counts["samples"] / splits}
 
 
@@ -194,10 +202,14 @@ def _device(device: str | None) -> str:
 
 
 def _score(
-    images: torch.Tensor, reference: torch.Tensor, *, spec: ExtractorSpec, wanted: tuple[str, ...], weights: str,
-    isc_splits: int, kid_subsets: int, kid_subset_size: int, batch_size: int, seed: int, device: str,
+    images: torch.Tensor, reference: torch.Tensor, names: tuple[str, str], *, spec: ExtractorSpec,
+    wanted: tuple[str, ...], weights: str, isc_splits: int, kid_subsets: int, kid_subset_size: int, batch_size: int,
+    seed: int, device: str, features: str,
 ) -> dict[str, Any]:
-    """One torch-fidelity call: ``images`` is input1 (IS is computed on it), ``reference`` input2."""
+    """One torch-fidelity call: ``images`` is input1 (IS is computed on it), ``reference`` input2.
+
+    ``names`` key the two sets' features in the cache directory ``features``: a name must
+    always stand for the same images there."""
     import torch_fidelity
 
     subset = min(kid_subset_size, images.shape[0], reference.shape[0])
@@ -218,7 +230,10 @@ def _score(
         batch_size=batch_size,
         rng_seed=seed,
         cuda=device == "cuda",
-        cache=False,
+        cache=True,
+        cache_root=features,
+        input1_cache_name=names[0],
+        input2_cache_name=names[1],
         save_cpu_ram=True,  # no DataLoader worker processes for in-memory tensors
         verbose=False,
     )
