@@ -374,8 +374,6 @@ def test_new_run_dir_never_reuses_a_directory(tmp_path):
 
 def test_ema_warmup_forgets_the_initial_weights_fast():
     """With warm-up, update n uses min(decay, (1 + n) / (10 + n)): 0.1 first, then 2/11, ..."""
-    from scorekit.training import EMA
-
     net = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         net.weight.fill_(0.0)

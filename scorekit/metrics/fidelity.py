@@ -56,7 +56,8 @@ def evaluate(
     the same way against ``reference``; its figures, under ``"real_floor"``, are the best a
     model can hope for at that sample count. IS is over ``isc_splits`` splits (mean and
     std); with a floor, ``"isc_matched"`` holds the samples' IS over splits of the floor's
-    size (the fair comparison: IS grows with the split size); KID over ``kid_subsets`` subsets of ``min(kid_subset_size, N, M)`` images.
+    size (the fair comparison: IS grows with the split size); KID over ``kid_subsets``
+    subsets of ``min(kid_subset_size, N, M)`` images.
     ``weights_path``: the extractor's weights (Inception: the file or its folder; default
     torch-hub's checkpoint folder). ``repeat_channels`` repeats grayscale to 3 channels
     for Inception. ``heldout_loss`` (from :func:`heldout_loss`) is stored for the table.
@@ -104,21 +105,20 @@ def evaluate(
             "repeat_channels": bool(repeat_channels and spec.channels == 3 and samples.shape[1] == 1),
             "seed": seed,
             **facts,
-            **_score(sets["samples"], sets["reference"], ("samples", "reference"), **options),
+            **_score(sets, "samples", "reference", **options),
             "real_floor": None,
         }
         if "real_floor" in sets:
-            floor = _score(sets["real_floor"], sets["reference"], ("real_floor", "reference"), **options)
+            floor = _score(sets, "real_floor", "reference", **options)
             result["real_floor"] = {"num_samples": counts["real_floor"], **floor}
             if "isc" in wanted:
-                result["isc_matched"] = _isc_at_split_size(sets["samples"], sets["reference"], counts, options)
+                result["isc_matched"] = _isc_at_split_size(sets, counts, options)
     if heldout_loss is not None:
         result["heldout_loss"] = float(heldout_loss)
     return result
 
 
-def _isc_at_split_size(samples: torch.Tensor, reference: torch.Tensor, counts: dict[str, int],
-                       options: dict[str, Any]) -> dict[str, Any]:
+def _isc_at_split_size(sets: dict[str, torch.Tensor], counts: dict[str, int], options: dict[str, Any]) -> dict[str, Any]:
     """IS of the samples over splits as large as the floor's, so the two compare.
 
     IS grows with the split size (each split's marginal class distribution is estimated
@@ -127,7 +127,7 @@ def _isc_at_split_size(samples: torch.Tensor, reference: torch.Tensor, counts: d
     """
     size = counts["real_floor"] / options["isc_splits"]
     splits = max(1, min(counts["samples"], round(counts["samples"] / size)))
-    scored = _score(samples, reference, ("samples", "reference"), **{**options, "wanted": ("isc",), "isc_splits": splits})
+    scored = _score(sets, "samples", "reference", **{**options, "wanted": ("isc",), "isc_splits": splits})
     return {**scored, "split_size": counts["samples"] / splits}
 
 
@@ -202,15 +202,17 @@ def _device(device: str | None) -> str:
 
 
 def _score(
-    images: torch.Tensor, reference: torch.Tensor, names: tuple[str, str], *, spec: ExtractorSpec,
-    wanted: tuple[str, ...], weights: str, isc_splits: int, kid_subsets: int, kid_subset_size: int, batch_size: int,
-    seed: int, device: str, features: str,
+    sets: dict[str, torch.Tensor], first: str, second: str, *, spec: ExtractorSpec, wanted: tuple[str, ...],
+    weights: str, isc_splits: int, kid_subsets: int, kid_subset_size: int, batch_size: int, seed: int, device: str,
+    features: str,
 ) -> dict[str, Any]:
-    """One torch-fidelity call: ``images`` is input1 (IS is computed on it), ``reference`` input2.
+    """One torch-fidelity call: ``sets[first]`` is input1 (IS is computed on it), ``sets[second]`` input2.
 
-    ``names`` key the two sets' features in the cache directory ``features``: a name must
-    always stand for the same images there."""
+    The set names also key their features in the cache directory ``features``, so each
+    set is extracted once however many calls use it."""
     import torch_fidelity
+
+    images, reference = sets[first], sets[second]
 
     subset = min(kid_subset_size, images.shape[0], reference.shape[0])
     raw = torch_fidelity.calculate_metrics(
@@ -232,8 +234,8 @@ def _score(
         cuda=device == "cuda",
         cache=True,
         cache_root=features,
-        input1_cache_name=names[0],
-        input2_cache_name=names[1],
+        input1_cache_name=first,
+        input2_cache_name=second,
         save_cpu_ram=True,  # no DataLoader worker processes for in-memory tensors
         verbose=False,
     )
