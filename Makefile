@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/estimators.py
 	$(PY) benchmarks/samplers.py
+	$(PY) benchmarks/update_step.py
 
 docs: $(STAMP)
 	$(PY) -m pytest -q tests/test_docs.py
