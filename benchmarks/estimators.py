@@ -17,9 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import SmallConvNet, interleaved_medians, machine  # noqa: E402
+
 import scorekit  # noqa: E402
 import scorekit.networks.mlp  # noqa: E402
-from common import SmallConvNet, interleaved_medians, machine  # noqa: E402
 
 CANDIDATES = {
     "dsm": ("dsm", {}),

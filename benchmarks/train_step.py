@@ -24,8 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scorekit  # noqa: E402
 from common import interleaved_medians, machine  # noqa: E402
+
+import scorekit  # noqa: E402
 
 SIGMAS = scorekit.geometric_sigmas(1.0, 0.01, 10)
 

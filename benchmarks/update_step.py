@@ -20,10 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scorekit  # noqa: E402
 from common import interleaved_medians, machine  # noqa: E402
-from scorekit.training import EMA  # noqa: E402
 from scorekit_ncsn.presets import PRESETS  # noqa: E402
+
+import scorekit  # noqa: E402
+from scorekit.training import EMA  # noqa: E402
 
 REPEATS = 200
 

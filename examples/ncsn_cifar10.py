@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 import scorekit
-from scorekit.runs import save_samples
+from scorekit.cli.outputs import save_samples
 from scorekit.training import RunConfig, TrainConfig, new_run_dir, train
-from scorekit.training.config import DataConfig, ModelConfig, SampleConfig, SigmaConfig
+from scorekit.training.run_config import DataConfig, ModelConfig, SampleConfig, SigmaConfig
 
 #: the paper's hyperparameters (section 5, appendix B.2)
 PAPER = {

@@ -7,9 +7,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from scorekit.config import accepted_options, build
 from scorekit.errors import CompositionError, OptionError
 from scorekit.model import ScoreModel
+from scorekit.options import accepted_options, build
 from scorekit.plugins import PluginHost, get_host
 from scorekit.sigmas import as_sigmas, geometric_sigmas
 

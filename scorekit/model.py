@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from scorekit.checks import check_batch, check_same_device_dtype
+from scorekit.batch_checks import check_batch, check_same_device_dtype
 from scorekit.errors import CompositionError, DataError, DivergenceError
 from scorekit.score import ScoreFunction
 

@@ -19,17 +19,13 @@ import attrs
 import pluggy
 
 from scorekit import hookspecs
-from scorekit.config import closest
 from scorekit.errors import PluginConflictError, PluginLoadError, UnknownComponentError
+from scorekit.options import closest
 
 ENTRY_POINT_GROUP = "scorekit"
 DISABLE_AUTOLOAD_ENV = "SCOREKIT_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_OWNER = "scorekit"
-BUILTIN_MODULES = (
-    "scorekit.builtin.networks",
-    "scorekit.builtin.estimators",
-    "scorekit.builtin.samplers",
-)
+BUILTIN_MODULES = ("scorekit.builtin",)
 
 #: kind of component -> the hook that registers it
 HOOKS: dict[str, str] = {

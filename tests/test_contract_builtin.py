@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from torch import nn
 
 from scorekit import hookimpl
-from scorekit.config import positive_int
 from scorekit.estimators import DenoisingScoreMatching, SlicedScoreMatching
 from scorekit.sigmas import as_sigmas, geometric_sigmas
 from scorekit.testing import CALLBACK_FIELDS, ContractViolation, check_estimator, check_network, check_sampler
 from scorekit.testing import strategies as sks
+from scorekit.validators import positive_int
 
 
 def _builtin_samplers_registered() -> bool:
     try:
-        module = importlib.import_module("scorekit.builtin.samplers")
+        module = importlib.import_module("scorekit.builtin")
     except ImportError:
         return False
     return callable(getattr(module, "register_samplers", None))

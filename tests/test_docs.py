@@ -7,13 +7,12 @@ installed entry-point plugins loaded as in a user's process. A block whose first
 its reason. Tracebacks point at the line of the Markdown file.
 
 Also checked: relative links and their #anchors (docs/images/*.png and docs/results.md may not exist yet), the
-README's first commands, the README's component table against the registry, and the layout rules that
-docs/architecture.md states.
+README's first commands, the README's component table against the registry and the configuration table of
+docs/cli.md. The layout rules of docs/architecture.md have their own module, tests/test_architecture.py.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import re
 import signal
@@ -241,85 +240,6 @@ def test_readme_component_table_matches_the_registry(with_entry_points):
     assert not stale, f"README rows that no installed plugin registers (kind, name, plugin): {stale}"
 
 
-# --- the layout rules of docs/architecture.md ----------------------------------------------------
-
-SCOREKIT = ROOT / "scorekit"
-PLUGIN_SOURCES = sorted(ROOT.glob("plugins/*/src"))
-ALGORITHMS = ("estimators", "samplers", "networks", "targets")
-SHARED_LEAVES = {"scorekit.config", "scorekit.errors", "scorekit.rng", "scorekit.score", "scorekit.sigmas",
-                 "scorekit.checks"}
-
-
-def module_name(path: Path) -> str:
-    base = next(src for src in (ROOT, *PLUGIN_SOURCES) if src in path.parents)
-    parts = list(path.relative_to(base).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imports(path: Path) -> set[str]:
-    """Absolute names of the modules (and ``from`` members) a file imports."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
-            out.add(base)
-            out.update(f"{base}.{alias.name}" for alias in node.names)
-    return out
-
-
-def python_files(*roots: Path) -> list[Path]:
-    return sorted(p for root in roots for p in root.rglob("*.py") if "__pycache__" not in p.parts)
-
-
-def test_hookimpls_live_only_in_builtin_and_plugin_modules():
-    allowed = {SCOREKIT / "testing" / "contract.py"}
-    allowed |= set((SCOREKIT / "builtin").glob("*.py"))
-    allowed |= set(ROOT.glob("plugins/*/src/*/plugin.py"))
-    offenders = []
-    for path in python_files(SCOREKIT, *PLUGIN_SOURCES):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            used = (isinstance(node, ast.Name) and node.id == "hookimpl" and isinstance(node.ctx, ast.Load)) or (
-                isinstance(node, ast.Attribute) and node.attr == "hookimpl")
-            if used and path not in allowed:
-                offenders.append(f"{rel(path)}:{node.lineno}")
-    assert not offenders, f"@hookimpl outside scorekit/builtin/ and plugins' plugin.py: {offenders}"
-
-
-@pytest.mark.parametrize("package", ALGORITHMS)
-def test_algorithm_modules_import_only_shared_leaves(package):
-    own = f"scorekit.{package}"
-    offenders = []
-    for path in python_files(SCOREKIT / package):
-        for name in imports(path):
-            if name == "pluggy" or name.startswith("pluggy."):
-                offenders.append(f"{rel(path)} imports {name}")
-            elif name == "scorekit":
-                continue  # `from scorekit import rng`: the member is checked as scorekit.rng
-            elif name.startswith("scorekit.") and not (
-                name == own or name.startswith(own + ".") or any(name == leaf or name.startswith(leaf + ".")
-                                                                 for leaf in SHARED_LEAVES)):
-                offenders.append(f"{rel(path)} imports {name}")
-    assert not offenders, f"{own} must be plain PyTorch + attrs (see docs/architecture.md): {offenders}"
-
-
-def test_model_does_not_know_plugins():
-    names = imports(SCOREKIT / "model.py")
-    assert not {n for n in names if n.split(".")[:2] in (["scorekit", "plugins"], ["scorekit", "api"])}, names
-
-
-def test_scorekit_never_imports_a_plugin():
-    offenders = [f"{rel(p)} imports {n}" for p in python_files(SCOREKIT) for n in imports(p)
-                 if n.startswith("scorekit_")]
-    assert not offenders, offenders
-
-
 # --- the configuration table of docs/cli.md ------------------------------------------------------
 
 def flat_config(table: dict, prefix: str = "") -> dict:
@@ -334,7 +254,7 @@ def flat_config(table: dict, prefix: str = "") -> dict:
 
 
 def test_cli_config_table_matches_runconfig():
-    from scorekit.runconfig_io import parse_value
+    from scorekit.cli.config_files import parse_value
     from scorekit.training import RunConfig
 
     documented = {}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-import scorekit.builtin.samplers
+import scorekit.builtin
 import scorekit.hookspecs
 from scorekit.errors import CompositionError, DataError, DivergenceError
 from scorekit.samplers import HMC, AnnealedLangevin, Langevin, SamplerStep
@@ -50,7 +50,7 @@ class Counting(nn.Module):
 def test_registered_through_the_hook() -> None:
     pm = pluggy.PluginManager(scorekit.hookspecs.PROJECT)
     pm.add_hookspecs(scorekit.hookspecs)
-    pm.register(scorekit.builtin.samplers)
+    pm.register(scorekit.builtin)
     pm.check_pending()
     found: dict[str, object] = {}
     pm.hook.register_samplers(register=lambda name, factory, *, replace=False: found.setdefault(name, factory))

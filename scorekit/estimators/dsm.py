@@ -5,9 +5,9 @@ from __future__ import annotations
 import attrs
 import torch
 
-from scorekit.config import frozen, one_of, optional, positive, unit_interval
 from scorekit.estimators.common import WEIGHTINGS, log_normal_level_probs, perturb, require_sigmas
 from scorekit.score import ScoreFunction, append_dims
+from scorekit.validators import frozen, one_of, optional, positive, unit_interval
 
 
 @frozen

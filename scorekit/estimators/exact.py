@@ -10,10 +10,10 @@ from __future__ import annotations
 import attrs
 import torch
 
-from scorekit.config import frozen, one_of, optional, positive_int
 from scorekit.errors import DataError
 from scorekit.estimators.common import WEIGHTINGS, perturb
 from scorekit.score import ScoreFunction
+from scorekit.validators import frozen, one_of, optional, positive_int
 
 
 @frozen

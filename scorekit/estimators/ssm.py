@@ -14,10 +14,10 @@ from typing import Callable
 import attrs
 import torch
 
-from scorekit.config import boolean, frozen, one_of, positive_int
 from scorekit.estimators.common import WEIGHTINGS, perturb
 from scorekit.rng import rademacher_like, randn_like
 from scorekit.score import ScoreFunction
+from scorekit.validators import boolean, frozen, one_of, positive_int
 
 Projector = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 

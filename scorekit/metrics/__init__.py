@@ -12,14 +12,14 @@ second, cached) on the digits train split; ``inception-v3-compat`` is the standa
 Inception-v3, used when its weights file is on disk (never downloaded).
 """
 
-from scorekit.metrics.classifier import DigitsNet, DigitsSplit, digits_classifier, digits_split
-from scorekit.metrics.errors import (
+from scorekit.errors import (
     ClassifierCacheWarning,
     MetricsInputError,
     SampleCountWarning,
     TooFewSamplesError,
     WeightsNotFoundError,
 )
+from scorekit.metrics.classifier import DigitsNet, DigitsSplit, digits_classifier, digits_split
 from scorekit.metrics.extractors import EXTRACTORS, ExtractorSpec, inception_weights_file
 from scorekit.metrics.fidelity import compare, evaluate
 from scorekit.metrics.neighbours import nearest_neighbour_grid, nearest_neighbours

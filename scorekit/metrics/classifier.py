@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scorekit.metrics.cache import atomic_save, cache_dir as resolve_cache_dir
-from scorekit.metrics.errors import ClassifierCacheWarning
+from scorekit.errors import ClassifierCacheWarning
+from scorekit.metrics.cache import atomic_save
+from scorekit.metrics.cache import cache_dir as resolve_cache_dir
 
 #: bump when the network or the training loop changes (invalidates cached weights)
 CODE_VERSION = "1"

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import attrs
 import torch
 
-from scorekit.metrics.errors import MetricsInputError, WeightsNotFoundError
+from scorekit.errors import MetricsInputError, WeightsNotFoundError
 
 WeightsResolver = Callable[["str | os.PathLike[str] | None", "str | os.PathLike[str] | None"], "tuple[Path, dict[str, Any]]"]
 

@@ -10,9 +10,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch.utils.data import Dataset
 
-from scorekit.metrics.checks import check_images, fit_to_extractor
-from scorekit.metrics.errors import MetricsInputError, SampleCountWarning, TooFewSamplesError
+from scorekit.errors import MetricsInputError, SampleCountWarning, TooFewSamplesError
 from scorekit.metrics.extractors import ExtractorSpec, get_extractor
+from scorekit.metrics.image_checks import check_images, fit_to_extractor
 
 METRICS = ("fid", "isc", "kid")
 #: below this many samples FID's bias is large enough that only equal counts compare

@@ -6,8 +6,8 @@ import os
 
 import torch
 
-from scorekit.metrics.checks import check_images
-from scorekit.metrics.errors import MetricsInputError
+from scorekit.errors import MetricsInputError
+from scorekit.metrics.image_checks import check_images
 
 
 def nearest_neighbours(

@@ -1,4 +1,4 @@
-"""Samplers: plain PyTorch, no plugin machinery (``scorekit.builtin.samplers`` registers them).
+"""Samplers: plain PyTorch, no plugin machinery (``scorekit.builtin`` registers them).
 
 Each sampler is a frozen attrs config that is its own factory (``Langevin(step_size=0.1)``)
 and is called as ``sampler(score, x_init, *, sigmas, generator=None, callback=None)``.

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import attrs
 import torch
 
-from scorekit.checks import check_batch
-from scorekit.config import value_range
+from scorekit.batch_checks import check_batch
 from scorekit.errors import DivergenceError
 from scorekit.score import ScoreFunction
 from scorekit.sigmas import as_sigmas
@@ -19,30 +17,6 @@ Callback = Callable[[Any], None]
 def rows(t: torch.Tensor) -> torch.Tensor:
     """``[B, ...]`` as ``[B, n]`` (one row per example; ``[B]`` data gives ``[B, 1]``)."""
     return t.reshape(t.shape[0], -1)
-
-
-def as_pair(value: Any) -> Any:
-    """attrs converter: a list pair becomes a tuple (anything else is left for the validator)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def required_range(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """A pair ``(low, high)`` of finite numbers with low < high (None not allowed)."""
-    try:
-        value_range(instance, attribute, value)
-        ok = value is not None
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"option '{attribute.name}' must be a pair (low, high) of finite numbers with low < high, got {value!r}"
-        )
-
-
-def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """A number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"option '{attribute.name}' must be a number in [0, 1), got {value!r}")
 
 
 def progress_bar(total: int, desc: str, unit: str) -> Any:

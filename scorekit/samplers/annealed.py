@@ -5,11 +5,11 @@ from __future__ import annotations
 import attrs
 import torch
 
-from scorekit.config import boolean, frozen, positive, positive_int, value_range
 from scorekit.errors import CompositionError
-from scorekit.samplers._common import as_pair, levels_of, required_range
-from scorekit.samplers.langevin import Level, LangevinFamily
+from scorekit.samplers._common import levels_of
+from scorekit.samplers.langevin import LangevinFamily, Level
 from scorekit.score import ScoreFunction
+from scorekit.validators import as_pair, boolean, frozen, positive, positive_int, required_range, value_range
 
 
 @frozen

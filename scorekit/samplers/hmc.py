@@ -16,14 +16,22 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.config import boolean, frozen, non_negative_int, one_of, optional, positive, positive_int, probability
 from scorekit.errors import CompositionError, DivergenceError
-from scorekit.samplers._common import (
-    Callback, as_score, check_init, fixed_sigma, format_chains, progress_bar, rows, unit_interval,
-)
+from scorekit.samplers._common import Callback, as_score, check_init, fixed_sigma, format_chains, progress_bar, rows
 from scorekit.samplers.adaptation import DualAveraging, RunningVariance, window_schedule
 from scorekit.samplers.info import SamplerStep, mean_norm
 from scorekit.score import ScoreFunction, append_dims, sigma_batch
+from scorekit.validators import (
+    boolean,
+    frozen,
+    half_open_unit_interval,
+    non_negative_int,
+    one_of,
+    optional,
+    positive,
+    positive_int,
+    probability,
+)
 
 #: an energy error H(new) - H(old) above this marks a transition divergent (Stan and blackjax use 1000)
 MAX_ENERGY_ERROR = 1000.0
@@ -248,7 +256,7 @@ class HMC:
     target_accept: float = attrs.field(default=0.8, validator=probability)
     metropolis: bool = attrs.field(default=True, validator=boolean)
     mass_matrix: str = attrs.field(default="identity", validator=one_of("identity", "diagonal"))
-    jitter: float = attrs.field(default=0.2, validator=unit_interval)
+    jitter: float = attrs.field(default=0.2, validator=half_open_unit_interval)
     sigma: float | None = attrs.field(default=None, validator=optional(positive))
     progress: bool = attrs.field(default=False, validator=boolean)
 

@@ -14,14 +14,19 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.config import boolean, frozen, optional, positive, positive_int, value_range
 from scorekit.errors import DataError
 from scorekit.samplers._common import (
-    Callback, FiniteMonitor, as_pair, as_score, check_init, fixed_sigma, progress_bar, required_range,
+    Callback,
+    FiniteMonitor,
+    as_score,
+    check_init,
+    fixed_sigma,
+    progress_bar,
 )
 from scorekit.samplers.info import SamplerStep, mean_norm
 from scorekit.samplers.inpaint import KnownEntries, check_known, check_mask
 from scorekit.score import ScoreFunction, sigma_batch
+from scorekit.validators import as_pair, boolean, frozen, optional, positive, positive_int, required_range, value_range
 
 
 @attrs.frozen

@@ -99,7 +99,7 @@ def _accepts(field: attrs.Attribute, value: Any) -> bool:
 
 def _choices(validator: Any) -> list[Any] | None:
     """The allowed values of a choice validator: attrs' ``in_`` (``.options``), a ``.choices``
-    attribute, or the ``choices`` that :func:`scorekit.config.one_of` closes over."""
+    attribute, or the ``choices`` that :func:`scorekit.validators.one_of` closes over."""
     for attr in ("choices", "options"):
         found = getattr(validator, attr, None)
         if isinstance(found, (list, tuple, set, frozenset, dict)):

@@ -8,11 +8,11 @@
 
 from scorekit.training.build import build_model, load_model_from_checkpoint
 from scorekit.training.checkpoint import load_checkpoint, save_checkpoint
-from scorekit.training.config import DataConfig, ModelConfig, RunConfig, SampleConfig, SigmaConfig, TrainConfig
 from scorekit.training.data import split_holdout
 from scorekit.training.ema import EMA
 from scorekit.training.monitor import heldout_loss, save_grid
-from scorekit.training.runs import new_run_dir
+from scorekit.training.run_config import DataConfig, ModelConfig, RunConfig, SampleConfig, SigmaConfig, TrainConfig
+from scorekit.training.run_dir import new_run_dir
 from scorekit.training.trainer import StepInfo, TrainResult, train
 
 __all__ = [

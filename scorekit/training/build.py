@@ -11,7 +11,7 @@ from scorekit.errors import CheckpointError
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
 from scorekit.training.checkpoint import checkpoint_config, load_checkpoint
-from scorekit.training.config import RunConfig
+from scorekit.training.run_config import RunConfig
 
 
 def build_model(run_config: RunConfig, host: PluginHost | None = None) -> ScoreModel:

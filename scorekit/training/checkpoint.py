@@ -25,9 +25,9 @@ from torch import nn
 
 import scorekit
 from scorekit.errors import CheckpointError
-from scorekit.training.config import RunConfig
 from scorekit.training.data import DataOrder
 from scorekit.training.ema import EMA
+from scorekit.training.run_config import RunConfig
 
 FORMAT = "scorekit-checkpoint"
 VERSION = 1

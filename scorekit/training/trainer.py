@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scorekit.checks import check_batch, check_same_device_dtype
+from scorekit.batch_checks import check_batch, check_same_device_dtype
 from scorekit.errors import CheckpointError, DivergenceError, OptionError
 from scorekit.model import ScoreModel
 from scorekit.training import distributed
@@ -48,10 +48,10 @@ from scorekit.training.checkpoint import (
     restore_global_rng,
     save_checkpoint,
 )
-from scorekit.training.config import RunConfig, SampleConfig, TrainConfig
 from scorekit.training.data import Batches, Data, DataOrder, dataset_size, fetch
 from scorekit.training.ema import EMA
 from scorekit.training.monitor import MetricsLog, heldout_loss, is_image_batch, save_grid
+from scorekit.training.run_config import RunConfig, SampleConfig, TrainConfig
 from scorekit.training.schedules import lr_at
 
 logger = logging.getLogger("scorekit.training")

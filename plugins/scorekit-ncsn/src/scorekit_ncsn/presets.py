@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from scorekit.training.config import DataConfig, ModelConfig, RunConfig, SampleConfig, SigmaConfig, TrainConfig
+from scorekit.training.run_config import DataConfig, ModelConfig, RunConfig, SampleConfig, SigmaConfig, TrainConfig
 
 #: Algorithm 1 with the paper's settings: epsilon 2e-5, T = 100, uniform initial noise
 PAPER_SAMPLER = {"step_size": 2e-5, "steps_per_level": 100, "init_range": (0.0, 1.0)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from scorekit import hookimpl
 from scorekit.hookspecs import Register
-
 from scorekit_plugin_template.predictor_corrector import PredictorCorrector
 from scorekit_plugin_template.tweedie_mlp import tweedie_mlp
 from scorekit_plugin_template.weighted_dsm import WeightedDSM

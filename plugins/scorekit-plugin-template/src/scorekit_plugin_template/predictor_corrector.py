@@ -16,9 +16,9 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.config import boolean, frozen, non_negative_int, positive
 from scorekit.errors import CompositionError
 from scorekit.samplers import SamplerStep
+from scorekit.validators import boolean, frozen, non_negative_int, positive
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[SamplerStep], None]

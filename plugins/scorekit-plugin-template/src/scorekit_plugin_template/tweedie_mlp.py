@@ -14,7 +14,8 @@ import attrs
 import torch
 from torch import nn
 
-from scorekit.config import build, frozen, optional, positive, positive_int
+from scorekit.options import build
+from scorekit.validators import frozen, optional, positive, positive_int
 
 
 def at_least_two(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

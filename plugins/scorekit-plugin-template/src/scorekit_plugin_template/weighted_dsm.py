@@ -14,8 +14,8 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.config import frozen
 from scorekit.errors import CompositionError
+from scorekit.validators import frozen
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

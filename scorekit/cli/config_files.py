@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 from scorekit.errors import OptionError, UnknownComponentError
 from scorekit.plugins import PluginHost
-from scorekit.training.config import RunConfig
+from scorekit.training.run_config import RunConfig
 
 
 def parse_value(text: str) -> Any:

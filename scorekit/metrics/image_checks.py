@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from scorekit.metrics.errors import MetricsInputError
+from scorekit.errors import MetricsInputError
 from scorekit.metrics.extractors import ExtractorSpec
 
 

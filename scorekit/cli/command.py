@@ -14,15 +14,14 @@ from typing import Sequence
 
 import torch
 
-from scorekit import runs
-from scorekit.allocator import keep_freed_memory
-from scorekit.config import option_defaults
+from scorekit.cli import outputs
+from scorekit.cli.config_files import resolve, to_toml
+from scorekit.cli.heap import keep_freed_memory
 from scorekit.errors import ScorekitError
+from scorekit.options import option_defaults
 from scorekit.plugins import get_host
-from scorekit.runconfig_io import resolve, to_toml
 from scorekit.training import build_model, load_model_from_checkpoint, new_run_dir, train
-from scorekit.training.config import RunConfig
-
+from scorekit.training.run_config import RunConfig
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,22 +83,22 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     run_dir = Path(args.out) if args.out else new_run_dir(cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(cfg.to_dict()))
-    runs.write_json(run_dir / "config.json", cfg.to_dict())
-    train_set = runs.load_dataset(host, cfg.data, train=True)
-    holdout = runs.load_dataset(host, cfg.data, train=False)
-    first = runs.stack(train_set, limit=cfg.train.batch_size)
-    runs.check_pixels(first, cfg.sample.clamp, f"dataset {cfg.data.name!r}")
+    outputs.write_json(run_dir / "config.json", cfg.to_dict())
+    train_set = outputs.load_dataset(host, cfg.data, train=True)
+    holdout = outputs.load_dataset(host, cfg.data, train=False)
+    first = outputs.stack(train_set, limit=cfg.train.batch_size)
+    outputs.check_pixels(first, cfg.sample.clamp, f"dataset {cfg.data.name!r}")
     model = build_model(cfg, host)
     print(f"run directory: {run_dir}\nmodel: {model}")
     fid = {}
     if cfg.train.fid_samples:
-        from scorekit.evaluation import checkpoint_fid
+        from scorekit.cli.evaluate import checkpoint_fid
 
-        hook = checkpoint_fid(cfg, runs.stack(train_set), weights_path=args.inception_weights)
+        hook = checkpoint_fid(cfg, outputs.stack(train_set), weights_path=args.inception_weights)
         fid = {"on_checkpoint": hook, "best_metric": "fid"}
     train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, **fid)
     if fid:
-        from scorekit.evaluation import plot_history
+        from scorekit.cli.evaluate import plot_history
 
         plot_history(run_dir, "fid")
     if final_samples:
@@ -117,7 +116,7 @@ def _load(run_dir: Path, raw: bool, checkpoint: str = "last"):
 
 
 def _like(host, cfg: RunConfig) -> torch.Tensor:
-    return runs.stack(runs.load_dataset(host, cfg.data, train=False), limit=1)
+    return outputs.stack(outputs.load_dataset(host, cfg.data, train=False), limit=1)
 
 
 def _sample(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
@@ -125,24 +124,24 @@ def _sample(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str 
 
     model, cfg = _load(run_dir, raw, checkpoint)
     sample_cfg = attrs.evolve(cfg.sample, seed=seed)
-    samples = runs.sample_images(model, _like(get_host(), cfg), sample_cfg, n=n)
-    runs.save_samples(run_dir, samples, cfg.sample.grid_size)
+    samples = outputs.sample_images(model, _like(get_host(), cfg), sample_cfg, n=n)
+    outputs.save_samples(run_dir, samples, cfg.sample.grid_size)
     print(f"wrote {samples.shape[0]} samples to {run_dir / 'samples.pt'} and {run_dir / 'samples.png'}")
     return run_dir / "samples.pt"
 
 
 def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
     model, cfg = _load(run_dir, raw, checkpoint)
-    images = runs.stack(runs.load_dataset(get_host(), cfg.data, train=False), limit=n or 16)
-    mask, filled = runs.inpaint_images(model, images, seed=seed)
+    images = outputs.stack(outputs.load_dataset(get_host(), cfg.data, train=False), limit=n or 16)
+    mask, filled = outputs.inpaint_images(model, images, seed=seed)
     torch.save({"images": images, "mask": mask, "inpainted": filled}, run_dir / "inpaint.pt")
-    runs.save_grid(torch.cat([images, images * mask, filled]), run_dir / "inpaint.png", nrow=len(images))
+    outputs.save_grid(torch.cat([images, images * mask, filled]), run_dir / "inpaint.png", nrow=len(images))
     print(f"wrote {run_dir / 'inpaint.png'} (rows: original, right half hidden, inpainted)")
     return run_dir / "inpaint.png"
 
 
 def _evaluate(run_dir: Path, raw: bool, checkpoint: str = "last", weights: str | None = None) -> dict:
-    from scorekit import evaluation
+    from scorekit.cli import evaluate as evaluation
 
     model, cfg = _load(run_dir, raw, checkpoint)
     report = evaluation.evaluate_run(run_dir, model, cfg, get_host(), weights_path=weights)
@@ -195,6 +194,3 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

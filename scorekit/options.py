@@ -1,99 +1,23 @@
-"""Helpers for component options: frozen, keyword-only attrs configs with validators.
+"""From a factory and a dict of options to a component: the machinery behind :func:`scorekit.compose`.
 
-A component's options are the fields of an ``@attrs.frozen(kw_only=True)`` class; the
-defaults written there are the only place a default lives. :func:`build` turns a
-factory and a dict of options into a component, turning every mistake into an
-:class:`~scorekit.errors.OptionError` that names the component, the option and what
-is allowed.
+A component's options are the fields of an ``@attrs.frozen(kw_only=True)`` class (see
+:mod:`scorekit.validators`); the defaults written there are the only place a default
+lives. :func:`build` turns a factory and a dict of options into a component, turning
+every mistake into an :class:`~scorekit.errors.OptionError` that names the component,
+the option and what is allowed; :func:`accepted_options` and :func:`option_defaults`
+serve listings (``scorekit plugins``) and compose's ``sigmas`` hand-over.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
 from scorekit.errors import OptionError
 
-frozen = attrs.frozen(kw_only=True)
-
-
-# --- validators -----------------------------------------------------------------------
-
-def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must be a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"option '{attribute.name}' must be a finite number > 0, got {value!r}")
-
-
-def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must be an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"option '{attribute.name}' must be an integer >= 1, got {value!r}")
-
-
-def non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must be an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"option '{attribute.name}' must be an integer >= 0, got {value!r}")
-
-
-def probability(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must lie strictly between 0 and 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"option '{attribute.name}' must be a number in (0, 1), got {value!r}")
-
-
-def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must lie in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"option '{attribute.name}' must be a number in [0, 1], got {value!r}")
-
-
-def one_of(*choices: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """Value must be one of ``choices``."""
-
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"option '{attribute.name}' must be one of {list(choices)}, got {value!r}")
-
-    return check
-
-
-def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Value must be True or False (not a truthy string)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"option '{attribute.name}' must be True or False, got {value!r}")
-
-
-def optional(validator: Callable[[Any, attrs.Attribute, Any], None]) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """``None`` or a value that passes ``validator``."""
-
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value is not None:
-            validator(instance, attribute, value)
-
-    return check
-
-
-def value_range(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """``None`` or a pair ``(low, high)`` of finite numbers with low < high."""
-    if value is None:
-        return
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
-        and value[0] < value[1]
-    )
-    if not ok:
-        raise ValueError(f"option '{attribute.name}' must be None or a pair (low, high) with low < high, got {value!r}")
-
-
-# --- building components from options -------------------------------------------------
 
 def _options_class(factory: Callable[..., Any]) -> type | None:
     """The attrs class holding ``factory``'s options: the factory itself, or its ``options_class``

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from scorekit.allocator import keep_freed_memory
+from scorekit.cli.heap import keep_freed_memory
 
 
 def test_environment_switch_turns_it_off(monkeypatch):

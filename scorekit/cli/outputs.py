@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from scorekit.errors import DataError
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
-from scorekit.training.config import DataConfig, SampleConfig
+from scorekit.training.run_config import DataConfig, SampleConfig
 
 
 def load_dataset(host: PluginHost, data: DataConfig, *, train: bool) -> Dataset:

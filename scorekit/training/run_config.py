@@ -13,12 +13,21 @@ from typing import Any, Mapping
 import attrs
 import torch
 
-from scorekit.config import (
-    boolean, closest, frozen, non_negative_int, one_of, optional, positive, positive_int, probability, value_range,
-)
 from scorekit.errors import OptionError
+from scorekit.options import closest
 from scorekit.sigmas import as_sigmas, geometric_sigmas
 from scorekit.training.schedules import LR_SCHEDULES
+from scorekit.validators import (
+    boolean,
+    frozen,
+    non_negative_int,
+    one_of,
+    optional,
+    positive,
+    positive_int,
+    probability,
+    value_range,
+)
 
 
 def _dict(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

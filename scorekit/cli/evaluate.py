@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from scorekit import runs
+from scorekit.cli import outputs
 from scorekit.errors import DataError
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
 from scorekit.training import heldout_loss
-from scorekit.training.config import RunConfig
+from scorekit.training.run_config import RunConfig
 
 #: the feature extractor for images of a given (channels, height, width); anything else uses Inception
 EXTRACTOR_BY_SHAPE = {(1, 8, 8): "scorekit-digits"}
@@ -34,8 +34,8 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     samples = torch.load(path, weights_only=True)
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise DataError(f"{path} must hold a float tensor N x C x H x W, got {getattr(samples, 'shape', type(samples))}")
-    train = runs.stack(runs.load_dataset(host, cfg.data, train=True))
-    held = runs.stack(runs.load_dataset(host, cfg.data, train=False))
+    train = outputs.stack(outputs.load_dataset(host, cfg.data, train=True))
+    held = outputs.stack(outputs.load_dataset(host, cfg.data, train=False))
     if samples.shape[1:] != train.shape[1:]:
         raise DataError(f"samples of shape {tuple(samples.shape[1:])} do not match the training images "
                         f"{tuple(train.shape[1:])}")
@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     report["heldout_loss_per_level"] = eq6.get("heldout_loss_per_level")
     distances = metrics.nearest_neighbour_grid(samples, train, run_dir / "nearest.png")
     report["nearest_train_distance_mean"] = distances[:, 0].mean().item()
-    runs.write_json(run_dir / "metrics.json", report)
+    outputs.write_json(run_dir / "metrics.json", report)
     return report
 
 
@@ -70,7 +70,7 @@ def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str
     metrics.EXTRACTORS[name].weights(weights_path, None)  # a missing weights file fails now, not after 5,000 steps
 
     def hook(step: int, model: ScoreModel, run_dir: Path) -> dict[str, float]:
-        samples = runs.sample_images(model, reference, cfg.sample, n=cfg.train.fid_samples, progress=False)
+        samples = outputs.sample_images(model, reference, cfg.sample, n=cfg.train.fid_samples, progress=False)
         with warnings.catch_warnings():  # the small-sample warning is expected here: the count is fixed
             warnings.simplefilter("ignore", metrics.SampleCountWarning)
             result = metrics.evaluate(samples, reference, extractor=name, metrics=("fid",), weights_path=weights_path,
