@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scorekit.digits import digits
 from scorekit.estimators.dsm import DenoisingScoreMatching
 from scorekit.estimators.exact import ExactScoreMatching
 from scorekit.estimators.ssm import SlicedScoreMatching
@@ -29,3 +30,8 @@ def register_samplers(register: Register) -> None:
     register("langevin", Langevin)
     register("annealed_langevin", AnnealedLangevin)
     register("hmc", HMC)
+
+
+@hookimpl
+def register_datasets(register: Register) -> None:
+    register("digits", digits)

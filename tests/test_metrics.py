@@ -67,15 +67,6 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 # --- the classifier ---------------------------------------------------------------------
 
 
-def test_split_matches_the_ncsn_plugin_digits_dataset(split):
-    datasets = pytest.importorskip("scorekit_ncsn.datasets")
-    train = datasets.digits(train=True)
-    test = datasets.digits(train=False)
-    assert torch.equal(train.images, split.train_images)
-    assert torch.equal(test.images, split.test_images)
-    assert (split.train_images.shape[0], split.test_images.shape[0]) == (1438, 359)
-
-
 def test_classifier_is_accurate_and_reports_it(cache):
     net, info = digits_classifier(cache)
     assert info["from_cache"] is True

@@ -92,9 +92,10 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     print(f"run directory: {run_dir}\nmodel: {model}")
     fid = {}
     if cfg.train.fid_samples:
-        from scorekit.cli.evaluate import checkpoint_fid
+        from scorekit.cli.evaluate import checkpoint_fid, extractor_for
 
-        hook = checkpoint_fid(cfg, outputs.stack(train_set), weights_path=args.inception_weights)
+        hook = checkpoint_fid(cfg, outputs.stack(train_set), extractor=extractor_for(train_set),
+                              weights_path=args.inception_weights)
         fid = {"on_checkpoint": hook, "best_metric": "fid"}
     train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, **fid)
     if fid:

@@ -14,8 +14,8 @@ from scorekit.plugins import PluginHost
 from scorekit.training import heldout_loss
 from scorekit.training.run_config import RunConfig
 
-#: the feature extractor for images of a given (channels, height, width); anything else uses Inception
-EXTRACTOR_BY_SHAPE = {(1, 8, 8): "scorekit-digits"}
+#: the feature extractor for a dataset that names none: the standard Inception-v3
+DEFAULT_EXTRACTOR = "inception-v3-compat"
 
 
 def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: PluginHost, *,
@@ -34,15 +34,16 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     samples = torch.load(path, weights_only=True)
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise DataError(f"{path} must hold a float tensor N x C x H x W, got {getattr(samples, 'shape', type(samples))}")
-    train = outputs.stack(outputs.load_dataset(host, cfg.data, train=True))
+    train_set = outputs.load_dataset(host, cfg.data, train=True)
+    train = outputs.stack(train_set)
     held = outputs.stack(outputs.load_dataset(host, cfg.data, train=False))
     if samples.shape[1:] != train.shape[1:]:
         raise DataError(f"samples of shape {tuple(samples.shape[1:])} do not match the training images "
                         f"{tuple(train.shape[1:])}")
-    name = extractor or extractor_for(train)
+    name = extractor or extractor_for(train_set)
     eq6 = heldout_loss(model, held)
     report = metrics.evaluate(samples, train, extractor=name, real_floor=held, weights_path=weights_path,
-                              repeat_channels=train.shape[1] == 1 and name != "scorekit-digits",
+                              repeat_channels=_repeat_gray(train, name),
                               heldout_loss=eq6["heldout_loss"])
     report["heldout_loss_per_level"] = eq6.get("heldout_loss_per_level")
     distances = metrics.nearest_neighbour_grid(samples, train, run_dir / "nearest.png")
@@ -51,12 +52,21 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     return report
 
 
-def extractor_for(images: torch.Tensor) -> str:
-    """The feature extractor for images shaped like ``images[0]``."""
-    return EXTRACTOR_BY_SHAPE.get(tuple(images.shape[1:]), "inception-v3-compat")
+def extractor_for(dataset: object) -> str:
+    """The feature extractor that scores images of ``dataset``: the one its ``feature_extractor`` attribute
+    names (the digits dataset names its classifier), else Inception-v3."""
+    return getattr(dataset, "feature_extractor", None) or DEFAULT_EXTRACTOR
 
 
-def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str | None = None):
+def _repeat_gray(images: torch.Tensor, extractor: str) -> bool:
+    """Grayscale images go to a 3-channel extractor with the gray channel repeated."""
+    from scorekit import metrics
+
+    return images.shape[1] == 1 and metrics.EXTRACTORS[extractor].channels == 3
+
+
+def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, extractor: str = DEFAULT_EXTRACTOR,
+                   weights_path: str | None = None):
     """An ``on_checkpoint`` hook: FID of ``cfg.train.fid_samples`` fresh samples against ``reference``.
 
     The trainer calls it with the weights sampling uses (EMA when present) and keeps
@@ -66,7 +76,7 @@ def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str
 
     from scorekit import metrics
 
-    name = extractor_for(reference)
+    name = extractor
     metrics.EXTRACTORS[name].weights(weights_path, None)  # a missing weights file fails now, not after 5,000 steps
 
     def hook(step: int, model: ScoreModel, run_dir: Path) -> dict[str, float]:
@@ -74,7 +84,7 @@ def checkpoint_fid(cfg: RunConfig, reference: torch.Tensor, *, weights_path: str
         with warnings.catch_warnings():  # the small-sample warning is expected here: the count is fixed
             warnings.simplefilter("ignore", metrics.SampleCountWarning)
             result = metrics.evaluate(samples, reference, extractor=name, metrics=("fid",), weights_path=weights_path,
-                                      repeat_channels=reference.shape[1] == 1 and name != "scorekit-digits")
+                                      repeat_channels=_repeat_gray(reference, name))
         return {"fid": result["fid"], "fid_samples": samples.shape[0]}
 
     return hook

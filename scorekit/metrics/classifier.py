@@ -1,14 +1,13 @@
 """The embedded digits classifier: FID/IS/KID features for 8 x 8 digits without any download.
 
 A small conv net trained deterministically in about a second on the fixed train split
-of scikit-learn's digits (the split of the scorekit-ncsn ``digits`` dataset), cached
+of scikit-learn's digits (the split of the ``digits`` dataset, :mod:`scorekit.digits`), cached
 under a name derived from the training data, the hyperparameters and the code version,
 so a change to any of them trains a new one instead of reusing a stale file.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scorekit.digits import load_digits, split_indices
 from scorekit.errors import ClassifierCacheWarning
 from scorekit.metrics.cache import atomic_save
 from scorekit.metrics.cache import cache_dir as resolve_cache_dir
@@ -37,8 +37,6 @@ HYPERPARAMETERS: dict[str, Any] = {
     "feature_dims": 64,
 }
 
-#: the split of scorekit_ncsn.datasets.digits(holdout=0.2, split_seed=0)
-HOLDOUT, SPLIT_SEED = 0.2, 0
 
 
 class DigitsSplit(NamedTuple):
@@ -50,20 +48,10 @@ class DigitsSplit(NamedTuple):
     test_labels: torch.Tensor
 
 
-@functools.lru_cache(maxsize=1)
-def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    return torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1), torch.from_numpy(raw.target).long()
-
-
 def digits_split() -> DigitsSplit:
-    """scikit-learn's 1,797 digits split like the scorekit-ncsn ``digits`` dataset: 359 test, 1,438 train."""
-    images, labels = _load_digits()
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_test = int(round(HOLDOUT * images.shape[0]))
-    test, train = order[:n_test], order[n_test:]
+    """scikit-learn's 1,797 digits split as the ``digits`` dataset splits them: 359 test, 1,438 train."""
+    images, labels = load_digits()
+    train, test = split_indices(images.shape[0])
     return DigitsSplit(images[train].contiguous(), labels[train], images[test].contiguous(), labels[test])
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scorekit.errors import DataError
-from scorekit_ncsn.datasets import DatasetNotFoundError, celeba, cifar10, digits, folder, mnist
+from scorekit_ncsn.datasets import DatasetNotFoundError, celeba, cifar10, folder, mnist
 from scorekit_ncsn.fake_data import write_fake_cifar10, write_fake_mnist
 
 
@@ -53,16 +53,6 @@ def test_missing_mnist_and_celeba(tmp_path):
         mnist(tmp_path)
     with pytest.raises(DatasetNotFoundError, match="img_align_celeba"):
         celeba(tmp_path)
-
-
-def test_digits_are_real_and_split_fixed():
-    train, test = digits(), digits(train=False)
-    assert len(train) + len(test) == 1797 and len(test) == 359
-    assert train[0].shape == (1, 8, 8) and 0 <= train[0].min() and train[0].max() <= 1
-    again = digits(train=False)
-    assert all(torch.equal(test[i], again[i]) for i in range(5))
-    # no image is in both splits (the digits set has a few exact duplicates, so compare indices via content sums)
-    assert len(train) == 1438
 
 
 def test_folder_of_images(tmp_path):

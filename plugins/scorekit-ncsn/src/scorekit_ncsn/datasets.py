@@ -1,4 +1,4 @@
-"""The paper's datasets (section 5) and two that need no download: scikit-learn's digits and any image folder.
+"""The paper's datasets (section 5) and any folder of images (the digits dataset is scorekit's own).
 
 Every dataset yields image tensors ``C x H x W`` with pixels in [0, 1]. Nothing is
 downloaded: when files are missing, :class:`DatasetNotFoundError` says exactly which
@@ -159,21 +159,6 @@ def celeba(root: str | Path | None = None, train: bool = True, flip: bool = True
     return ImagesOnly(ds)
 
 
-def digits(root: str | Path | None = None, train: bool = True, holdout: float = 0.2, split_seed: int = 0) -> Dataset:
-    """scikit-learn's bundled handwritten digits: 1,797 real 8 x 8 images (1 channel), offline.
-
-    A fixed permutation (``split_seed``) puts ``holdout`` of them in the test split, so
-    train and held-out sets never change between runs.
-    """
-    from sklearn.datasets import load_digits
-
-    images = torch.from_numpy(load_digits().images).float().div_(16.0).unsqueeze(1)
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(split_seed))
-    n_test = int(round(holdout * images.shape[0]))
-    idx = order[n_test:] if train else order[:n_test]
-    return TensorImages(images[idx].contiguous())
-
-
 def folder(root: str | Path | None = None, train: bool = True, image_size: int | None = None,
            channels: int = 3, holdout: float = 0.05, flip: bool = False) -> Dataset:
     """Any folder of images (searched recursively), resized to ``image_size`` when given.
@@ -223,6 +208,5 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "cifar10": cifar10,
     "mnist": mnist,
     "celeba": celeba,
-    "digits": digits,
     "folder": folder,
 }
