@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.scorekit-installed
+#: the exact torch / torchvision pair for this project's machines; pyproject.toml declares ranges
+CONSTRAINTS := constraints/local.txt
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 JOBS   ?= 2
 
@@ -11,9 +13,9 @@ JOBS   ?= 2
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+$(STAMP): pyproject.toml $(CONSTRAINTS) $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,plot,metrics]' $(foreach p,$(PLUGINS),-e $(p))
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test,plot,metrics]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+import scorekit
 from scorekit.cli import outputs
 from scorekit.cli.config_files import resolve, to_toml
 from scorekit.cli.heap import keep_freed_memory
@@ -40,6 +41,7 @@ def _add_weights_argument(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scorekit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"scorekit {scorekit.__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a composition; writes checkpoints, grids, metrics and samples")
     _add_run_arguments(p)
