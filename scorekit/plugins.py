@@ -38,7 +38,7 @@ HOOKS: dict[str, str] = {
 
 
 class PluginLoadWarning(UserWarning):
-    """An entry-point plugin failed to load; the rest of scorekit keeps working."""
+    """A plugin failed to import or to register; it is left out and the rest of scorekit keeps working."""
 
 
 @attrs.frozen
@@ -53,16 +53,34 @@ class Component:
 
 @attrs.frozen
 class FailedPlugin:
-    """An entry-point plugin that could not be loaded, with the original exception."""
+    """A plugin left out because it failed: on import (``during="load"``) or inside one of its hooks
+    (``during`` names the hook). ``error`` is the original exception."""
 
     distribution: str
     entry_point: str
     error: BaseException
+    during: str = "load"
+
+    def describe(self) -> str:
+        where = "failed to load" if self.during == "load" else f"failed in {self.during}"
+        return (
+            f"plugin {self.entry_point!r} from distribution {self.distribution!r} {where}: "
+            f"{type(self.error).__name__}: {self.error}"
+        )
+
+
+@attrs.frozen
+class Conflict:
+    """One name of one kind claimed by two plugins, neither with ``replace=True``; only that name is unusable."""
+
+    kind: str
+    name: str
+    owners: tuple[str, str]
 
     def describe(self) -> str:
         return (
-            f"plugin {self.entry_point!r} from distribution {self.distribution!r} failed to load: "
-            f"{type(self.error).__name__}: {self.error}"
+            f"{self.kind} {self.name!r} is registered by two plugins: {self.owners[0]!r} and {self.owners[1]!r}. "
+            "Uninstall or unregister one, or register with replace=True to override explicitly."
         )
 
 
@@ -84,6 +102,7 @@ class PluginHost:
         self.failed: list[FailedPlugin] = []
         self._owners: dict[str, str] = {}  # plugin name -> owner label
         self._components: dict[str, dict[str, Component]] | None = None
+        self._conflicts: dict[tuple[str, str], Conflict] = {}
         if builtins:
             for module_name in BUILTIN_MODULES:
                 self._register(importlib.import_module(module_name), module_name, BUILTIN_OWNER)
@@ -108,9 +127,21 @@ class PluginHost:
         """Register an in-process plugin (a module, class or object with ``@hookimpl`` functions).
 
         Returns the name it was registered under; conflicts surface when components are
-        next looked up.
+        next looked up. Registering again under the same name replaces the earlier
+        in-process plugin of that name (a notebook cell run twice); registering the same
+        object again changes nothing.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.pm.is_registered(plugin):
+            return self.pm.get_name(plugin) or name
+        if self.pm.get_plugin(name) is not None:
+            owner = self._owners.get(name)
+            if owner != name:  # a built-in module or an entry point of an installed distribution
+                raise PluginConflictError(
+                    f"cannot register a plugin named {name!r}: that name belongs to {owner!r}; "
+                    "pass another name, e.g. register_plugin(plugin, name='my_plugin')"
+                )
+            self.unregister_plugin(name)
         self._register(plugin, name, name)
         return name
 
@@ -147,34 +178,69 @@ class PluginHost:
     # --- lookup -----------------------------------------------------------------------
 
     def _collect(self) -> dict[str, dict[str, Component]]:
+        """Call every plugin's hooks (once, cached) and build the table kind -> name -> component.
+
+        A plugin whose hook raises is left out whole, as if it had failed to import: its
+        registrations from other hooks are dropped too, it is recorded in :attr:`failed`
+        with a :class:`PluginLoadWarning`, and everything else keeps working. Two plugins
+        claiming one name make only that name unusable (:attr:`conflicts`).
+        """
         if self._components is not None:
             return self._components
-        table: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
+        calls: list[tuple[str, str, Component, bool]] = []  # (plugin name, kind, component, replace), in order
+        broken: set[str] = set()
         for kind, hook_name in HOOKS.items():
             # get_hookimpls() lists in registration order: built-ins first, so a later
-            # plugin that claims a built-in name is the one named second in the conflict
+            # plugin that claims a built-in name is the one named second in a conflict
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                owner = self._owners.get(impl.plugin_name, impl.plugin_name)
-                impl.function(**{arg: self._registrar(table[kind], kind, owner) for arg in impl.argnames})
-        self._components = table
+                plugin_name = impl.plugin_name
+                owner = self._owners.get(plugin_name, plugin_name)
+                made: list[tuple[Component, bool]] = []
+                try:
+                    impl.function(**{arg: self._registrar(made, kind, owner) for arg in impl.argnames})
+                except Exception as exc:  # noqa: BLE001 - a third-party hook may fail in any way
+                    if owner == BUILTIN_OWNER:
+                        raise
+                    broken.add(plugin_name)
+                    failure = FailedPlugin(distribution=owner, entry_point=plugin_name, error=exc, during=hook_name)
+                    self.failed.append(failure)
+                    warnings.warn(failure.describe(), PluginLoadWarning, stacklevel=3)
+                    continue
+                calls.extend((plugin_name, kind, component, replace) for component, replace in made)
+        for plugin_name in broken:  # never called again: its failure is recorded once
+            self.pm.unregister(name=plugin_name)
+            self._owners.pop(plugin_name, None)
+        table: dict[str, dict[str, Component]] = {kind: {} for kind in HOOKS}
+        conflicts: dict[tuple[str, str], Conflict] = {}
+        for plugin_name, kind, new, replace in calls:
+            if plugin_name in broken:
+                continue
+            key, old = (kind, new.name), table[kind].get(new.name)
+            if replace or (old is None and key not in conflicts):
+                table[kind][new.name] = new
+                conflicts.pop(key, None)
+            elif old is not None and not (old.owner == new.owner and old.factory is new.factory):
+                conflicts[key] = Conflict(kind=kind, name=new.name, owners=(old.owner, new.owner))
+                del table[kind][new.name]
+        self._components, self._conflicts = table, conflicts
         return table
 
     @staticmethod
-    def _registrar(into: dict[str, Component], kind: str, owner: str) -> hookspecs.Register:
+    def _registrar(into: list[tuple[Component, bool]], kind: str, owner: str) -> hookspecs.Register:
         def register(name: str, factory: Callable[..., Any], *, replace: bool = False) -> None:
             if not isinstance(name, str) or not name:
                 raise PluginConflictError(f"plugin {owner!r} registered a {kind} with an invalid name {name!r}")
             if not callable(factory):
                 raise PluginConflictError(f"plugin {owner!r} registered {kind} {name!r} with a non-callable factory")
-            old = into.get(name)
-            if old is not None and not replace and not (old.owner == owner and old.factory is factory):
-                raise PluginConflictError(
-                    f"{kind} {name!r} is registered by two plugins: {old.owner!r} and {owner!r}. "
-                    f"Uninstall or unregister one, or register with replace=True to override explicitly."
-                )
-            into[name] = Component(kind=kind, name=name, factory=factory, owner=owner)
+            into.append((Component(kind=kind, name=name, factory=factory, owner=owner), bool(replace)))
 
         return register
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        """Names claimed by two plugins (neither with ``replace=True``), sorted by kind and name."""
+        self._collect()
+        return [self._conflicts[key] for key in sorted(self._conflicts)]
 
     def components(self, kind: str | None = None) -> list[Component]:
         """Every registered component (of one ``kind``), sorted by kind and name."""
@@ -191,6 +257,9 @@ class PluginHost:
         table = self._collect()[self._check_kind(kind)]
         if name in table:
             return table[name]
+        conflict = self._conflicts.get((kind, name))
+        if conflict is not None:
+            raise PluginConflictError(conflict.describe())
         hint = closest(name, table)
         msg = f"unknown {kind} {name!r}; available: {', '.join(sorted(table)) or '(none)'}"
         if hint:

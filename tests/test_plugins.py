@@ -224,3 +224,111 @@ def test_third_party_distribution_composes_by_name(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["scorekit-thirdparty", "True"]
     assert metadata  # (imported for readers: entry points come from importlib.metadata)
+
+
+# --- isolation: one broken or clashing plugin never breaks the others ------------------------------
+
+
+def _raising_plugin(name: str, hook: str):
+    """A plugin that registers a dataset fine but whose ``hook`` raises."""
+    mod = types.ModuleType(name)
+
+    @hookimpl
+    def register_datasets(register):
+        register(f"{name}_data", lambda root=None, train=True: torch.zeros(2, 1, 8, 8))
+
+    @hookimpl
+    def failing(register):
+        raise RuntimeError("the plugin's own bug")
+
+    failing.__name__ = hook
+    mod.register_datasets = register_datasets
+    setattr(mod, hook, failing)
+    return mod
+
+
+@pytest.mark.parametrize("hook", ["register_networks", "register_samplers", "register_presets"])
+def test_a_hook_that_raises_leaves_its_plugin_out_and_everything_else_working(monkeypatch, hook):
+    good = _plugin("good_pkg", good_net=torch.nn.Identity)
+    _fake_entry_points(monkeypatch, [_FakeEntryPoint("broken", "broken-dist", lambda: _raising_plugin("broken", hook)),
+                                     _FakeEntryPoint("good", "good-dist", lambda: good)])
+    host = PluginHost(autoload=True)
+    with pytest.warns(PluginLoadWarning, match=f"broken-dist.*failed in {hook}: RuntimeError: the plugin's own bug"):
+        assert host.get("network", "good_net").owner == "good-dist"
+    assert host.get("estimator", "dsm").owner == "scorekit"
+    # left out whole, exactly like a plugin that fails to import: its dataset from a hook that worked is gone too
+    assert "broken_data" not in host.names("dataset")
+    assert [(f.distribution, f.during) for f in host.failed] == [("broken-dist", hook)]
+    with pytest.raises(UnknownComponentError, match="broken-dist"):
+        host.get("dataset", "broken_data")
+    host.register_plugin(_plugin("later", later_net=torch.nn.Identity))  # a new lookup does not call it again
+    assert "later_net" in host.names("network") and len(host.failed) == 1
+
+
+def test_scorekit_plugins_lists_a_broken_plugin_as_failed_and_exits_0(monkeypatch, capsys):
+    from scorekit.cli import main
+
+    _fake_entry_points(monkeypatch, [_FakeEntryPoint("broken", "broken-dist",
+                                                     lambda: _raising_plugin("broken", "register_networks"))])
+    monkeypatch.delenv("SCOREKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    scorekit.reset_host()
+    with pytest.warns(PluginLoadWarning):
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED  plugin 'broken' from distribution 'broken-dist' failed in register_networks" in out
+    assert "annealed_langevin" in out
+
+
+def test_two_third_party_plugins_claiming_one_name_break_only_that_name(monkeypatch, capsys):
+    from scorekit.cli import main
+
+    first = _plugin("first", shared=torch.nn.Identity, only_first=torch.nn.Identity)
+    second = _plugin("second", shared=torch.nn.Tanh)
+    _fake_entry_points(monkeypatch, [_FakeEntryPoint("first", "first-dist", lambda: first),
+                                     _FakeEntryPoint("second", "second-dist", lambda: second)])
+    host = PluginHost(autoload=True)
+    assert host.get("network", "only_first").owner == "first-dist"
+    assert scorekit.compose(network="mlp", sampler=None, host=host).names["network"] == "mlp"
+    with pytest.raises(PluginConflictError, match="network 'shared' is registered by two plugins: 'first-dist' and "
+                                                  "'second-dist'"):
+        scorekit.compose(network="shared", sampler=None, host=host)
+    assert [(c.kind, c.name, c.owners) for c in host.conflicts] == [("network", "shared", ("first-dist", "second-dist"))]
+    assert "shared" not in host.names("network")
+
+    monkeypatch.delenv("SCOREKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    scorekit.reset_host()
+    assert main(["plugins"]) == 0
+    assert "CONFLICT  network 'shared' is registered by two plugins" in capsys.readouterr().out
+
+
+def test_a_later_replace_resolves_a_conflict(host):
+    host.register_plugin(_plugin("a_pkg", shared=torch.nn.Identity))
+    host.register_plugin(_plugin("b_pkg", shared=torch.nn.Tanh))
+    with pytest.raises(PluginConflictError):
+        host.get("network", "shared")
+    mod = types.ModuleType("arbiter")
+
+    @hookimpl
+    def register_networks(register):
+        register("shared", torch.nn.ReLU, replace=True)
+
+    mod.register_networks = register_networks
+    host.register_plugin(mod)
+    assert host.get("network", "shared").factory is torch.nn.ReLU and host.conflicts == []
+
+
+def test_registering_again_under_one_name_replaces_the_earlier_plugin(host):
+    """Re-running a notebook cell that defines and registers a plugin."""
+    host.register_plugin(_plugin("cell", net_v1=torch.nn.Identity), name="cell")
+    host.register_plugin(_plugin("cell", net_v2=torch.nn.Identity), name="cell")
+    names = host.names("network")
+    assert "net_v2" in names and "net_v1" not in names
+    plugin = _plugin("same_object", same=torch.nn.Identity)
+    assert host.register_plugin(plugin) == host.register_plugin(plugin) == "same_object"
+    assert host.get("network", "same").owner == "same_object"
+
+
+def test_an_in_process_plugin_cannot_take_a_builtin_plugins_name(host):
+    with pytest.raises(PluginConflictError, match="'scorekit.builtin'.*belongs to 'scorekit'.*pass another name"):
+        host.register_plugin(_plugin("x", x=torch.nn.Identity), name="scorekit.builtin")
+    assert host.get("network", "mlp").owner == "scorekit"

@@ -74,6 +74,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     print(f"{'kind':<{widths[0]}}  {'name':<{widths[1]}}  {'plugin':<{widths[2]}}  options (defaults)")
     for kind, name, owner, opts in rows:
         print(f"{kind:<{widths[0]}}  {name:<{widths[1]}}  {owner:<{widths[2]}}  {opts}")
+    for conflict in host.conflicts:
+        print(f"CONFLICT  {conflict.describe()}")
     for failed in host.failed:
         print(f"FAILED  {failed.describe()}")
     return 0
