@@ -11,18 +11,18 @@ import attrs
 import torch
 
 from scorekit.errors import DataError
-from scorekit.estimators.common import WEIGHTINGS, perturb
+from scorekit.estimators.common import WEIGHTINGS, LevelDraw
 from scorekit.score import ScoreFunction
 from scorekit.validators import frozen, one_of, optional, positive_int
 
 
 @frozen
-class ExactScoreMatching:
+class ExactScoreMatching(LevelDraw):
     """Per-example ``tr(ds/dx) + 1/2 ||s||^2`` (Eq. 1).
 
     Costs D tangent passes for D data dimensions, so inputs with more than ``max_dim``
     dimensions are refused (use ``ssm``). ``chunk_size`` bounds how many tangents run at
-    once (memory). With sigmas it is noise-conditional like ``ssm``.
+    once (memory). With sigmas it is noise-conditional like ``ssm``, drawing levels as ``dsm`` does.
     """
 
     max_dim: int = attrs.field(default=1024, validator=positive_int)
@@ -40,7 +40,7 @@ class ExactScoreMatching:
             )
         sigma = weight = None
         if sigmas is not None:
-            x, sigma, _ = perturb(x, sigmas, generator)
+            x, sigma, _ = self.perturb(x, sigmas, generator)
             weight = WEIGHTINGS[self.weighting](sigma)
 
         def f(inp: torch.Tensor) -> torch.Tensor:

@@ -75,8 +75,11 @@ class CondInstanceNormPlusPlus(nn.Module):
 
         ``level`` is a long tensor of shape [B] with values in ``[0, num_levels)``.
         """
-        # (x_k - mu_k) / s_k by the fused native kernel: the full-size work is this and one addcmul
-        x_hat = F.instance_norm(x, eps=self.eps)
+        # (x_k - mu_k) / s_k by a fused native kernel: the full-size work is this and one addcmul. Group norm
+        # with one group per map is instance norm (to 1 ulp), and unlike F.instance_norm (which runs
+        # batch_norm) its forward-mode derivative can be differentiated again: through batch_norm's, the
+        # gradients of forward-mode sliced score matching came out wrong (tests/test_ssm_modes.py).
+        x_hat = F.group_norm(x, self.num_features, eps=self.eps)
 
         # Where each map's mean sits among the maps of its example ([B, C, 1, 1]: cheap).
         map_mean = x.mean(dim=(2, 3), keepdim=True)  # mu_k
