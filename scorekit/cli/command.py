@@ -19,6 +19,7 @@ from scorekit.cli import outputs
 from scorekit.cli.config_files import resolve, to_toml
 from scorekit.cli.heap import keep_freed_memory
 from scorekit.errors import ScorekitError
+from scorekit.files import write_json
 from scorekit.options import option_defaults
 from scorekit.plugins import get_host
 from scorekit.training import build_model, load_model_from_checkpoint, new_run_dir, train
@@ -87,7 +88,7 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     run_dir = Path(args.out) if args.out else new_run_dir(cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(cfg.to_dict()))
-    outputs.write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(run_dir / "config.json", cfg.to_dict())
     train_set = outputs.load_dataset(host, cfg.data, train=True)
     holdout = outputs.load_dataset(host, cfg.data, train=False)
     first = outputs.stack(train_set, limit=cfg.train.batch_size)

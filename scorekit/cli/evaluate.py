@@ -9,6 +9,7 @@ import torch
 
 from scorekit.cli import outputs
 from scorekit.errors import DataError
+from scorekit.files import write_json
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
 from scorekit.training import heldout_loss
@@ -48,7 +49,7 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     report["heldout_loss_per_level"] = eq6.get("heldout_loss_per_level")
     distances = metrics.nearest_neighbour_grid(samples, train, run_dir / "nearest.png")
     report["nearest_train_distance_mean"] = distances[:, 0].mean().item()
-    outputs.write_json(run_dir / "metrics.json", report)
+    write_json(run_dir / "metrics.json", report)
     return report
 
 

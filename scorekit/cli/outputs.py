@@ -6,18 +6,17 @@ public API (compose, the trainer, ``model.sample`` and ``model.inpaint``).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from scorekit.errors import DataError
+from scorekit.files import atomic_torch_save
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
 from scorekit.training.run_config import DataConfig, SampleConfig
+from scorekit.training.sampling import sample_in_batches, write_grid
 
 
 def load_dataset(host: PluginHost, data: DataConfig, *, train: bool) -> Dataset:
@@ -49,18 +48,14 @@ def check_pixels(images: torch.Tensor, expected: tuple[float, float] | None, wha
 @torch.no_grad()
 def sample_images(model: ScoreModel, like: torch.Tensor, cfg: SampleConfig, *, n: int | None = None,
                   progress: bool = True) -> torch.Tensor:
-    """``n`` samples (default ``cfg.n_samples``) in batches from the sampler's initial noise, clamped to ``cfg.clamp``."""
-    from tqdm.auto import tqdm
+    """``n`` samples (default ``cfg.n_samples``) in batches from the sampler's initial noise, clamped to ``cfg.clamp``.
 
+    The draws come from one CPU generator seeded with ``cfg.seed``, ``cfg.batch_size`` chains at a time.
+    """
     n = cfg.n_samples if n is None else n
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    out = []
-    with tqdm(total=n, desc="sampling", unit="img", disable=not progress) as bar:
-        for start in range(0, n, cfg.batch_size):
-            template = like[:1].expand(min(cfg.batch_size, n - start), *like.shape[1:])
-            out.append(model.sample(model.initial_noise(template, gen), generator=gen).cpu())
-            bar.update(template.shape[0])
-    samples = torch.cat(out)
+    samples = sample_in_batches(model, like, n, generator=gen, batch_size=cfg.batch_size, to_cpu=True,
+                                progress=progress)
     return samples.clamp(*cfg.clamp) if cfg.clamp is not None else samples
 
 
@@ -74,27 +69,12 @@ def inpaint_images(model: ScoreModel, images: torch.Tensor, seed: int = 0) -> tu
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
-    """A PNG grid of images in [0, 1] (written atomically)."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    save_image(images.float().clamp(0, 1), tmp, nrow=nrow or max(1, int(len(images) ** 0.5)), padding=1)
-    os.replace(tmp, path)
+    """A PNG grid of images in [0, 1] (written atomically), ``floor(sqrt(N))`` per row unless ``nrow`` says."""
+    write_grid(images, path, nrow=nrow or max(1, int(len(images) ** 0.5)), padding=1)
 
 
 def save_samples(run_dir: str | Path, samples: torch.Tensor, grid_size: int) -> None:
     """``samples.pt`` (float N x C x H x W in [0, 1]) beside ``samples.png``."""
     run_dir = Path(run_dir)
-    tmp = run_dir / "samples.pt.tmp"
-    torch.save(samples.float(), tmp)
-    os.replace(tmp, run_dir / "samples.pt")
+    atomic_torch_save(samples.float(), run_dir / "samples.pt")
     save_grid(samples[:grid_size], run_dir / "samples.png")
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Atomic JSON write."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)

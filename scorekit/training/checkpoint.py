@@ -1,9 +1,9 @@
 """Checkpoints: written atomically, validated on load, with every RNG state needed to resume exactly.
 
-A checkpoint is one ``torch.save`` file holding a dict (see :func:`save_checkpoint`).
-It is written to a temporary file in the same directory, flushed to disk with
-``fsync`` and moved over the old file with ``os.replace``, so a crash or a full disk
-leaves the previous checkpoint as it was. :func:`load_checkpoint` reads with
+A checkpoint is one ``torch.save`` file holding a dict (see :func:`save_checkpoint`),
+written with :func:`scorekit.files.atomic_torch_save` (a temporary file in the same
+directory, ``fsync``, ``os.replace``), so a crash or a full disk leaves the previous
+checkpoint as it was. :func:`load_checkpoint` reads with
 ``weights_only=True`` (no arbitrary pickles) and turns every failure into a
 :class:`~scorekit.errors.CheckpointError` that names the file.
 """
@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import shutil
-import tempfile
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ from torch import nn
 
 import scorekit
 from scorekit.errors import CheckpointError
+from scorekit.files import atomic_torch_save
 from scorekit.training.data import DataOrder
 from scorekit.training.ema import EMA
 from scorekit.training.run_config import RunConfig
@@ -32,45 +31,6 @@ from scorekit.training.run_config import RunConfig
 FORMAT = "scorekit-checkpoint"
 VERSION = 1
 _REQUIRED = ("format", "version", "step", "model", "optimizer", "ema", "rng", "config")
-
-
-# --- atomic files -----------------------------------------------------------------------
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` through ``write(file)`` so that it is either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
-def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Copy a file with the same guarantee as :func:`atomic_write`."""
-    with open(source, "rb") as src:
-        return atomic_write(target, lambda f: shutil.copyfileobj(src, f))
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete the temporary files a crash in the middle of :func:`atomic_write` left behind."""
-    for tmp in Path(directory).glob(".*.tmp"):
-        with suppress(OSError):
-            tmp.unlink()
 
 
 # --- random states ------------------------------------------------------------------------
@@ -161,7 +121,7 @@ def save_checkpoint(
         "scorekit_version": scorekit.__version__,
         **extra,
     }
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    return atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:

@@ -181,10 +181,8 @@ _NESTED: dict[type, dict[str, type]] = {
     ModelConfig: {"sigmas": SigmaConfig},
 }
 
-# option tables whose keys are the component's own (checked by compose, not here)
-_FREE_TABLES = {"network_options", "estimator_options", "sampler_options", "options"}
-
-
+# hand-written, not cattrs: cattrs' converter casts (n_iters=3.7 becomes 3) and its errors name neither the
+# allowed keys nor the nearest one, nor the validator's reason (docs/architecture.md, Libraries)
 def _structure(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise OptionError(f"config section {where or '(top)'!r} must be a table, got {data!r}")

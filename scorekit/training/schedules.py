@@ -4,15 +4,20 @@ The NCSN paper trains with a constant rate (``"constant"``, the default). Short 
 gain from decaying it, so that the last updates average out the gradient noise instead
 of adding to it (``"cosine"``, Loshchilov & Hutter 2017, or ``"linear"``), optionally
 after a linear warm-up. The rate depends only on the step, not on a scheduler's state,
-so a resumed run continues with exactly the rates of an uninterrupted one.
+so a resumed run continues with exactly the rates of an uninterrupted one: the trainer's
+``torch.optim.lr_scheduler.LambdaLR`` (:func:`lr_scheduler`) is rebuilt from the step.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
-__all__ = ["LR_SCHEDULES", "lr_at"]
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+__all__ = ["LR_SCHEDULES", "lr_at", "lr_scheduler"]
 
 
 def _constant(progress: float) -> float:
@@ -51,3 +56,18 @@ def lr_at(step: int, *, lr: float, schedule: str, warmup: int, n_iters: int) -> 
         return lr * ((step + 1) / warmup)
     progress = min(1.0, (step - warmup) / max(1, n_iters - warmup))
     return lr * decay(progress)
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, step: int, *, lr: float, schedule: str, warmup: int,
+                 n_iters: int) -> LambdaLR:
+    """A ``LambdaLR`` that sets the rate of update ``step`` (0-based) now, and of each later one at its ``step()``.
+
+    The rate of update ``k`` is ``lr * lr_at(k, lr=1.0, ...)``, bit for bit :func:`lr_at`.
+    The base rate ``lr`` replaces every group's ``initial_lr`` (the config given on resume
+    wins over the checkpoint's), and ``last_epoch=step - 1`` places the scheduler on the
+    curve, so it has no state worth saving. Call its ``step()`` after each ``optimizer.step()``.
+    """
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    factor = partial(lr_at, lr=1.0, schedule=schedule, warmup=warmup, n_iters=n_iters)
+    return LambdaLR(optimizer, factor, last_epoch=step - 1)

@@ -74,7 +74,12 @@ CIFAR10_TEST = ("test_batch",)
 
 
 def read_cifar10_batches(folder: Path, names: Sequence[str]) -> torch.Tensor:
-    """The images of CIFAR-10 python pickles (``cifar-10-batches-py``) as uint8 ``[N, 3, 32, 32]``."""
+    """The images of CIFAR-10 python pickles (``cifar-10-batches-py``) as uint8 ``[N, 3, 32, 32]``.
+
+    Not ``torchvision.datasets.CIFAR10``: it checks each file against the md5 of the real
+    archive, so it rejects the files of :func:`scorekit_ncsn.fake_data.write_fake_cifar10`
+    that tests and smoke runs use, and it yields one PIL image per item.
+    """
     import pickle
 
     import numpy as np
@@ -180,7 +185,11 @@ def folder(root: str | Path | None = None, train: bool = True, image_size: int |
 
 
 class ImageFiles(Dataset):
-    """Image files decoded with PIL; a file that cannot be read is an error naming it."""
+    """Image files decoded with PIL; a file that cannot be read is an error naming it.
+
+    Not torchvision's ``ImageFolder`` (it needs one subfolder per class and its loader is
+    RGB only) nor ``torchvision.io.decode_image`` (no BMP or TIFF, which this dataset reads).
+    """
 
     MODES = {1: "L", 3: "RGB"}
 

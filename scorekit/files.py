@@ -1,0 +1,73 @@
+"""Atomic files: a path holds either its old content or the complete new one, never half a file.
+
+Every writer here goes through :func:`atomic_write`: the content goes to a temporary
+``.<name>.<random>.tmp`` in the target's directory (so that ``os.replace`` is a rename
+within one file system), is flushed and ``fsync``-ed, and is renamed over the target; the
+directory is then ``fsync``-ed where the platform allows, so that the rename survives a
+power cut. A failure removes the temporary and leaves the old file as it was; one that a
+killed process left behind is deleted by :func:`remove_stale_temporaries`. Checkpoints,
+the metrics cache, sample grids, ``samples.pt`` and the CLI's JSON files are all written
+this way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+__all__ = ["atomic_copy", "atomic_torch_save", "atomic_write", "remove_stale_temporaries", "write_json"]
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through ``writer(file)`` so that it is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy the file ``source`` to ``target`` atomically."""
+    with open(source, "rb") as src:
+        return atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """``data`` as indented JSON with sorted keys (other objects as ``str``), written atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Delete the temporaries (``.*.tmp``) that a process killed inside :func:`atomic_write` left behind."""
+    for tmp in Path(directory).glob(".*.tmp"):
+        with suppress(OSError):
+            tmp.unlink()
