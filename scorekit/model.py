@@ -9,9 +9,9 @@ from torch import nn
 
 from scorekit.batch_checks import check_batch, check_same_device_dtype
 from scorekit.errors import CompositionError, DataError, DivergenceError
+from scorekit.samplers.info import Callback
+from scorekit.samplers.inpaint import check_known, check_mask
 from scorekit.score import ScoreFunction
-
-Callback = Callable[[Any], None]
 
 
 class ScoreModel(nn.Module):
@@ -20,6 +20,9 @@ class ScoreModel(nn.Module):
     ``model.loss(x)`` trains, ``model.sample(x_init)`` generates, ``model.inpaint(y, mask)``
     fills in unknown entries. The network is a submodule and the sigmas a buffer, so
     ``model.to(device)``, ``model.parameters()`` and ``model.state_dict()`` work as usual.
+
+    These methods are the boundary: they check their inputs once, and the estimator and
+    sampler they call trust them (as they trust the sigmas, validated by ``compose()``).
     """
 
     sigmas: torch.Tensor | None
@@ -39,16 +42,42 @@ class ScoreModel(nn.Module):
         self.register_buffer("sigmas", sigmas)
         self.names = dict(names or {})
         self.score = ScoreFunction(network, label=f"network {self.names.get('network', type(network).__name__)!r}")
-        self._dry_run_done = False
+        self._materialized = False
 
-    def _dry_run(self, x: torch.Tensor) -> None:
-        """Call the network once on one example, outside any autograd transform.
+    def materialize(self, example: torch.Tensor) -> ScoreModel:
+        """Call the network once, under ``torch.no_grad()``, on the first example of ``example``
+        (``[B, ...]``) at the largest sigma; returns the model.
 
-        Networks that size themselves from the first batch (the default ``mlp``) build
-        their layers here rather than inside ``torch.func.jvp``; a wrong output shape
-        is reported before any work is done.
+        A network that sizes itself from its first batch (the default ``mlp``) builds its
+        layers here, outside any autograd transform (``torch.func.jvp`` of ``ssm`` and
+        ``exact``): call it before collecting the parameters (an optimizer, an EMA, DDP).
+        A network that cannot take this data, or returns the wrong shape, fails here with a
+        :class:`DataError` naming the input shape, before any work is done. ``loss``,
+        ``losses`` and ``sample`` call it on their first batch; once done it does nothing.
         """
-        if self._dry_run_done:
+        if not self._materialized:
+            x = check_batch(example, "example")
+            check_same_device_dtype(self.network, x, "example")
+            self._materialize(x)
+        return self
+
+    def with_network(self, network: nn.Module) -> ScoreModel:
+        """This composition calling ``network`` instead of ``self.network``.
+
+        For a module that wraps this model's network (``DistributedDataParallel``,
+        ``torch.compile``): ``model.with_network(wrapped).loss(x)`` trains through the
+        wrapper while the optimizer, the EMA and checkpoints keep ``model``. The view
+        shares the estimator, the sampler, the names and the sigmas buffer itself (not a
+        copy); it counts as materialised when this model is, so :meth:`materialize` this
+        model first rather than running the wrapper on a one-example batch.
+        """
+        view = ScoreModel(network, self.estimator, self.sampler, self.sigmas, self.names)
+        view._materialized = self._materialized
+        return view
+
+    def _materialize(self, x: torch.Tensor) -> None:
+        """:meth:`materialize` on a batch the caller has checked."""
+        if self._materialized:
             return
         sigmas = self._sigmas_for(x)
         sigma = None if sigmas is None else sigmas[:1]
@@ -57,7 +86,7 @@ class ScoreModel(nn.Module):
                 self.score(x[:1], sigma)
             except RuntimeError as exc:  # e.g. a layer sized for other data: say which input did it
                 raise DataError(f"{self.score.label} failed on input of shape {tuple(x.shape)}: {exc}") from exc
-        self._dry_run_done = True
+        self._materialized = True
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v!r}" for k, v in self.names.items())
@@ -75,7 +104,7 @@ class ScoreModel(nn.Module):
             )
         x = check_batch(x)
         check_same_device_dtype(self.network, x)
-        self._dry_run(x)
+        self._materialize(x)
         per_example = self.estimator(self.score, x, sigmas=self._sigmas_for(x), generator=generator)
         if per_example.shape != x.shape[:1]:
             raise DataError(
@@ -114,7 +143,7 @@ class ScoreModel(nn.Module):
         sampler = self._require_sampler("sample")
         x_init = check_batch(x_init, "x_init")
         check_same_device_dtype(self.network, x_init, "x_init")
-        self._dry_run(x_init)
+        self._materialize(x_init)
         return sampler(self.score, x_init, sigmas=self._sigmas_for(x_init), generator=generator, callback=callback)
 
     def initial_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -137,7 +166,8 @@ class ScoreModel(nn.Module):
 
         ``mask`` (bool or 0/1 float) is 1 on known entries and broadcasts to ``y``; the
         unknown entries of ``y`` are ignored. They start from the sampler's initial
-        noise unless ``x_init`` is given.
+        noise unless ``x_init`` (shaped like ``y``) is given. The sampler receives ``mask``
+        as a bool tensor on ``y``'s device.
         """
         sampler = self._require_sampler("inpaint")
         inpaint = getattr(sampler, "inpaint", None)
@@ -149,8 +179,12 @@ class ScoreModel(nn.Module):
         if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] == 0 or not y.is_floating_point():
             raise DataError(f"y must be a floating tensor [batch, ...], got {getattr(y, 'shape', type(y).__name__)}")
         check_same_device_dtype(self.network, y, "y")
+        mask = check_mask(mask, y)
+        check_known(y, mask)
         if x_init is not None:
             x_init = check_batch(x_init, "x_init")
+            if x_init.shape != y.shape:
+                raise DataError(f"x_init of shape {tuple(x_init.shape)} must have the shape of y, {tuple(y.shape)}")
         return inpaint(
             self.score, y, mask, x_init=x_init, sigmas=self._sigmas_for(y), generator=generator, callback=callback
         )

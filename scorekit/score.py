@@ -8,6 +8,8 @@ that need a Metropolis correction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,6 +22,11 @@ def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
     if missing < 0:
         raise ValueError(f"append_dims: tensor has {t.ndim} dims, more than the target {ndim}")
     return t.reshape(t.shape + (1,) * missing)
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """``[B, ...]`` as ``[B, n]`` (one row per example; ``[B]`` data gives ``[B, 1]``)."""
+    return t.reshape(t.shape[0], -1)
 
 
 def sigma_batch(sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -65,3 +72,8 @@ class ScoreFunction:
         if out.shape != x.shape[:1]:
             raise DataError(f"{self.label}.energy returned shape {tuple(out.shape)}; expected [batch] = {tuple(x.shape[:1])}")
         return out
+
+
+def as_score(score: Any) -> ScoreFunction:
+    """``score`` as a :class:`ScoreFunction` (a bare network or callable ``f(x, sigma)`` is wrapped)."""
+    return score if isinstance(score, ScoreFunction) else ScoreFunction(score)

@@ -46,7 +46,12 @@ def ncsnv2_sigma_max(data: torch.Tensor) -> float:
 
 
 def as_sigmas(sigmas: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
-    """Validate a noise-level schedule: 1-D, non-empty, finite, positive, strictly decreasing."""
+    """Validate a noise-level schedule: 1-D, non-empty, finite, positive, strictly decreasing.
+
+    The one check of a schedule, made where it enters (``compose()``, a network's
+    constructor, the run config); estimators, samplers and networks trust the result.
+    Returns a fresh tensor (floating; a non-tensor becomes the default dtype), or None.
+    """
     if sigmas is None:
         return None
     try:
@@ -58,9 +63,10 @@ def as_sigmas(sigmas: Sequence[float] | torch.Tensor | None) -> torch.Tensor | N
     if t.ndim != 1 or t.numel() == 0:
         raise CompositionError(f"sigmas must be a non-empty 1-D sequence of floats, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all() or (t <= 0).any():
-        raise CompositionError(f"sigmas must be finite and > 0, got {t.tolist()}")
+        raise CompositionError(f"sigmas must be finite and positive (> 0), got {t.tolist()}")
     if t.numel() > 1 and not (t[1:] < t[:-1]).all():
         raise CompositionError(
-            f"sigmas must be strictly decreasing (largest noise first, as in Algorithm 1), got {t.tolist()}"
+            "sigmas must be strictly decreasing, largest noise first (strictly descending sigma_1 > ... > sigma_L, "
+            f"as in Algorithm 1), got {t.tolist()}"
         )
     return t.clone()

@@ -87,10 +87,13 @@ def test_sampler_none_is_training_only(host):
 
 
 def test_ready_module_network(host):
-    net = torch.nn.Identity()
-    with pytest.raises(OptionError, match="ready nn.Module"):
+    with pytest.raises(OptionError, match="network_options apply to a registered network name, not to a ready nn.Module"):
         scorekit.compose(network=torch.nn.Identity(), network_options={"a": 1}, sampler=None, host=host)
-    assert scorekit.compose(network=_Neg(), sampler=None, host=host).network is not net
+    net = _Neg()
+    model = scorekit.compose(network=net, sampler=None, host=host)
+    assert model.network is net  # used as given: neither copied nor rebuilt
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.score(x, torch.full((4,), 0.1)), -x)  # and it is what the model calls
 
 
 class _Neg(torch.nn.Module):
@@ -176,3 +179,56 @@ def test_model_state_dict_roundtrip_with_lazy_mlp(host):
     x = torch.randn(3, 5)
     sig = torch.full((3,), 0.1)
     torch.testing.assert_close(fresh.network(x, sig), model.network(x, sig))
+
+
+# --- materialize and with_network: the public path the trainer uses ----------------------
+
+
+class _Counting(torch.nn.Module):
+    """Calls ``net`` and counts the calls (a stand-in for a DDP or torch.compile wrapper)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x, sigma):
+        self.calls += 1
+        return self.net(x, sigma)
+
+
+def test_materialize_sizes_a_lazy_network_once(host):
+    model = scorekit.compose(estimator="ssm", sampler=None, host=host)  # the default mlp sizes itself lazily
+    assert list(model.parameters()) == []
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    assert model.materialize(x) is model
+    params = list(model.parameters())
+    assert params and model.network.dim == 5
+    counting = _Counting(model.network)
+    model.score.network = counting  # count the calls the model makes from now on
+    model.materialize(x)  # done already: no call
+    assert counting.calls == 0
+    model.loss(x, generator=torch.Generator().manual_seed(1))  # no dry run first; ssm's torch.func.jvp runs as is
+    assert counting.calls == 1
+    assert all(p is q for p, q in zip(params, model.parameters(), strict=True))  # the layers were built once
+
+
+def test_materialize_checks_the_example_and_names_the_input_shape(host):
+    with pytest.raises(DataError, match="NaN or inf"):
+        scorekit.compose(sampler=None, host=host).materialize(torch.tensor([[1.0, float("nan")]]))
+    model = scorekit.compose(network=_WrongShape(), sampler=None, host=host)
+    with pytest.raises(DataError, match=r"returned shape \(1, 1\) for input of shape \(1, 3\)"):
+        model.materialize(torch.randn(4, 3))
+
+
+def test_with_network_computes_the_loss_through_a_wrapper(host):
+    model = scorekit.compose(network_options={"dim": 3, "hidden": 8}, host=host).materialize(torch.randn(2, 3))
+    wrapped = _Counting(model.network)
+    view = model.with_network(wrapped)
+    assert view.network is wrapped and view.sigmas is model.sigmas
+    assert (view.estimator, view.sampler, view.names) == (model.estimator, model.sampler, model.names)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    loss = view.loss(x, generator=torch.Generator().manual_seed(1))
+    assert wrapped.calls == 1  # no one-example dry run through the wrapper: the model was materialised
+    assert torch.equal(loss, model.loss(x, generator=torch.Generator().manual_seed(1)))
+    loss.backward()
+    assert all(p.grad is not None for p in model.network.parameters())  # the gradients reach the plain network

@@ -6,13 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
+import scorekit
 from scorekit.errors import DataError
 from scorekit.samplers import AnnealedLangevin, Langevin
 from scorekit.score import ScoreFunction
 from scorekit.sigmas import geometric_sigmas
-from scorekit.targets import Gaussian, TargetScoreNetwork
+from scorekit.targets import Gaussian, StandardGaussianScore, TargetScoreNetwork
 
 # a strongly correlated 4-D Gaussian (eigenvalues 0.017 .. 3.3)
 COV = torch.tensor([[1.0, 0.9, 0.7, 0.5], [0.9, 1.0, 0.9, 0.7], [0.7, 0.9, 1.0, 0.9], [0.5, 0.7, 0.9, 1.0]])
@@ -22,15 +22,6 @@ KNOWN = torch.tensor([True, False, True, False])
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class StandardNormal(nn.Module):
-    """Score of N(0, I) perturbed by sigma, for any data shape."""
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        if sigma is None:
-            return -x
-        return -x / (1 + sigma**2).reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 def test_unknown_entries_follow_the_conditional_gaussian() -> None:
@@ -58,7 +49,7 @@ def test_known_entries_come_back_exactly(as_float: bool) -> None:
     mask = KNOWN.expand(6, 4)
     mask = mask.float() if as_float else mask
     x = AnnealedLangevin(step_size=0.01, steps_per_level=3).inpaint(
-        StandardNormal(), y, mask, sigmas=torch.tensor([1.0, 0.1]), generator=gen(0)
+        StandardGaussianScore(), y, mask, sigmas=torch.tensor([1.0, 0.1]), generator=gen(0)
     )
     assert torch.equal(x[:, KNOWN], y[:, KNOWN])
     assert not torch.equal(x[:, ~KNOWN], y[:, ~KNOWN]) and torch.isfinite(x).all()
@@ -69,8 +60,8 @@ def test_mask_broadcasts_and_unknown_y_is_ignored() -> None:
     y_nan = y.clone()
     y_nan[:, ~KNOWN] = float("nan")
     sampler = Langevin(step_size=0.01, n_steps=5, sigma=0.1)
-    a = sampler.inpaint(StandardNormal(), y, KNOWN.reshape(1, 4), generator=gen(0))
-    b = sampler.inpaint(StandardNormal(), y_nan, KNOWN, generator=gen(0))  # [D] mask for [B, D] data
+    a = sampler.inpaint(StandardGaussianScore(), y, KNOWN.reshape(1, 4), generator=gen(0))
+    b = sampler.inpaint(StandardGaussianScore(), y_nan, KNOWN, generator=gen(0))  # [D] mask for [B, D] data
     assert torch.equal(a, b)
     assert torch.equal(a[:, KNOWN], y[:, KNOWN])
 
@@ -80,39 +71,42 @@ def test_x_init_sets_the_start_of_unknown_entries() -> None:
     mask = torch.tensor([True, False])
     seen: list[torch.Tensor] = []
 
-    class Spy(StandardNormal):
+    class Spy(StandardGaussianScore):
         def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
             seen.append(x.clone())
             return super().forward(x, sigma)
 
     Langevin(n_steps=1).inpaint(Spy(), y, mask, x_init=torch.full((3, 2), 7.0), generator=gen(0))
     assert (seen[0][:, 1] == 7.0).all() and (seen[0][:, 0] == 0.0).all()  # projected before the first update
+    # the sampler trusts x_init; the boundary that rejects it is the model (ScoreModel.inpaint)
+    model = scorekit.compose(network=Spy(), estimator=None, sampler=Langevin(n_steps=1), sigmas=None)
     with pytest.raises(DataError, match="shape of y"):
-        Langevin(n_steps=1).inpaint(Spy(), y, mask, x_init=torch.zeros(3, 3))
+        model.inpaint(y, mask, x_init=torch.zeros(3, 3))
 
 
 def test_same_seed_same_inpainting() -> None:
     y = torch.randn(4, 3, generator=gen(0))
     mask = torch.tensor([True, False, False])
     run = lambda seed: AnnealedLangevin(steps_per_level=4, step_size=0.01).inpaint(  # noqa: E731
-        StandardNormal(), y, mask, sigmas=torch.tensor([1.0, 0.5]), generator=gen(seed)
+        StandardGaussianScore(), y, mask, sigmas=torch.tensor([1.0, 0.5]), generator=gen(seed)
     )
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 
 def test_bad_masks_and_data() -> None:
+    # the sampler trusts its mask and y; the boundary that checks them is the model (ScoreModel.inpaint)
     y = torch.zeros(4, 3)
-    sampler = Langevin(n_steps=1)
+    model = scorekit.compose(network=StandardGaussianScore(), estimator=None, sampler=Langevin(n_steps=1), sigmas=None)
     with pytest.raises(DataError, match=r"mask of shape \(2,\) .* y of shape \(4, 3\)"):
-        sampler.inpaint(StandardNormal(), y, torch.ones(2, dtype=torch.bool))
+        model.inpaint(y, torch.ones(2, dtype=torch.bool))
     with pytest.raises(DataError, match=r"mask of shape \(8, 3\)"):
-        sampler.inpaint(StandardNormal(), y, torch.ones(8, 3, dtype=torch.bool))
+        model.inpaint(y, torch.ones(8, 3, dtype=torch.bool))
     with pytest.raises(DataError, match="0 and 1"):
-        sampler.inpaint(StandardNormal(), y, torch.full((4, 3), 0.5))
+        model.inpaint(y, torch.full((4, 3), 0.5))
     y_bad = y.clone()
     y_bad[0, 0] = float("nan")
     with pytest.raises(DataError, match="known entries"):
-        sampler.inpaint(StandardNormal(), y_bad, torch.ones(4, 3, dtype=torch.bool))
+        model.inpaint(y_bad, torch.ones(4, 3, dtype=torch.bool))
 
 
 @st.composite
@@ -135,9 +129,9 @@ def test_any_shape_and_mask_keeps_known_entries_exact(case: tuple[torch.Tensor, 
     y, mask = case
     if annealed:
         sampler = AnnealedLangevin(step_size=0.05, steps_per_level=2)
-        x = sampler.inpaint(StandardNormal(), y, mask, sigmas=torch.tensor([1.0, 0.3]), generator=gen(0))
+        x = sampler.inpaint(StandardGaussianScore(), y, mask, sigmas=torch.tensor([1.0, 0.3]), generator=gen(0))
     else:
-        x = Langevin(step_size=0.05, n_steps=3, sigma=0.3).inpaint(StandardNormal(), y, mask, generator=gen(0))
+        x = Langevin(step_size=0.05, n_steps=3, sigma=0.3).inpaint(StandardGaussianScore(), y, mask, generator=gen(0))
     full = mask.expand(y.shape)
     assert x.shape == y.shape
     assert torch.equal(x[full], y[full])

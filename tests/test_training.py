@@ -12,6 +12,7 @@ from torch import nn
 import scorekit
 from scorekit.errors import CheckpointError, DivergenceError, OptionError
 from scorekit.networks.mlp import MLP
+from scorekit.targets import Gaussian, TargetScoreNetwork
 from scorekit.training import (
     EMA,
     ModelConfig,
@@ -177,24 +178,15 @@ def test_grad_clip_scales_the_gradient_to_the_bound(tmp_path):
 # --- learning ----------------------------------------------------------------------------------
 
 
-class ExactGaussianScore(nn.Module):
-    """The score of N(MU, STD^2 I) perturbed by N(0, sigma^2 I): the minimiser of Eq. 6."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x, sigma):
-        return -(x - MU) / (STD**2 + sigma[:, None] ** 2) + 0 * self.dummy
-
-
 def test_dsm_loss_goes_down_on_a_gaussian(tmp_path):
     data, holdout = gaussian(512), gaussian(256, seed=1)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = tiny(dim=2, hidden=32)
     before = heldout_loss(model, holdout)["heldout_loss"]
-    optimum = heldout_loss(scorekit.compose(network=ExactGaussianScore()), holdout)["heldout_loss"]
+    # the exact score of N(MU, STD^2 I) perturbed by N(0, sigma^2 I): the minimiser of Eq. 6
+    exact = TargetScoreNetwork(Gaussian([MU, MU], STD**2 * torch.eye(2)))
+    optimum = heldout_loss(scorekit.compose(network=exact), holdout)["heldout_loss"]
     run(tmp_path, "r", model=model, data=data, cfg=config(n_iters=200, batch_size=64, checkpoint_every=200))
     after = heldout_loss(model, holdout)["heldout_loss"]
     # the same fixed noise for all three, so the gaps are not blurred by Monte Carlo error; the untrained
@@ -389,3 +381,40 @@ def test_ema_warmup_forgets_the_initial_weights_fast():
     restored = EMA(net, 0.5)
     restored.load_state_dict(ema.state_dict())
     assert restored.warmup and restored.current_decay() == pytest.approx(3 / 12)
+
+
+def test_heldout_loss_is_the_dsm_estimator_called_at_each_level():
+    """Eq. 6 held out: DSM with lambda = sigma^2 called on model.score at each level, noise seeded with seed + level."""
+    from scorekit.estimators import DenoisingScoreMatching
+    from scorekit.training.monitor import HELDOUT_SEED
+
+    torch.manual_seed(0)
+    model = tiny(dim=2)
+    holdout = gaussian(10, seed=3)
+    values = heldout_loss(model, holdout, batch_size=4)
+    dsm, by_hand = DenoisingScoreMatching(weighting="sigma2"), []
+    for i, sigma in enumerate(model.sigmas):
+        generator, total = torch.Generator().manual_seed(HELDOUT_SEED + i), torch.zeros((), dtype=torch.float64)
+        for start in range(0, 10, 4):
+            with torch.no_grad():
+                losses = dsm(model.score, holdout[start:start + 4], sigmas=sigma.reshape(1), generator=generator)
+                total += losses.double().sum()
+        by_hand.append(float(total) / 10)
+    assert values["heldout_loss_per_level"] == by_hand
+    assert values["heldout_loss"] == sum(by_hand) / len(by_hand)
+
+
+def test_heldout_loss_checks_its_data_and_reports_divergence():
+    from scorekit.errors import DataError
+
+    bad = gaussian(6)
+    bad[4, 1] = float("nan")
+    with pytest.raises(DataError, match=r"held-out batch contains NaN or inf in examples \[0\]"):
+        heldout_loss(tiny(dim=2), bad, batch_size=4)  # examples counted within the batch
+
+    class Inf(nn.Module):
+        def forward(self, x, sigma):
+            return torch.full_like(x, float("inf"))
+
+    with pytest.raises(DivergenceError, match="held-out loss at sigma 1 is inf"):
+        heldout_loss(scorekit.compose(network=Inf()), gaussian(6))

@@ -28,8 +28,9 @@ class MLP(nn.Module):
     """``depth`` linear layers of width ``hidden``: ``network(x, sigma) -> shaped like x``.
 
     Any data shape: each example is flattened to ``dim`` features. ``dim=None`` takes it
-    from the first batch the network sees (run one forward, e.g. ``model.loss(x)``, before
-    building an optimizer; :func:`scorekit.training.train` does this). With ``sigmas`` it
+    from the first batch the network sees: ``ScoreModel.materialize(x)`` runs that forward
+    before an optimizer collects the parameters (:func:`scorekit.training.train` calls it;
+    ``model.loss`` and ``model.sample`` do on their first batch). With ``sigmas`` it
     is noise-conditional: ``log sigma`` is appended to the input and, with
     ``sigma_scaling``, the output is divided by sigma (NCSNv2's parametrisation, matching
     ``||s|| ~ 1/sigma`` of a trained model, section 4.2).

@@ -1,7 +1,9 @@
 """Samplers: plain PyTorch, no plugin machinery (``scorekit.builtin`` registers them).
 
 Each sampler is a frozen attrs config that is its own factory (``Langevin(step_size=0.1)``)
-and is called as ``sampler(score, x_init, *, sigmas, generator=None, callback=None)``.
+and is called as ``sampler(score, x_init, *, sigmas, generator=None, callback=None)``. It trusts
+its arguments as ``ScoreModel`` passes them: ``x_init`` a finite floating ``[B, ...]`` tensor and
+``sigmas`` a 1-D tensor, largest first, already validated by ``compose()``.
 """
 
 from scorekit.samplers.adaptation import DualAveraging, DualAveragingState, RunningVariance, window_schedule

@@ -6,10 +6,15 @@ import attrs
 import torch
 
 from scorekit.errors import CompositionError
-from scorekit.samplers._common import levels_of
-from scorekit.samplers.langevin import LangevinFamily, Level
+from scorekit.samplers.langevin import LangevinFamily, Level, levels_of
 from scorekit.score import ScoreFunction
 from scorekit.validators import as_pair, boolean, frozen, positive, positive_int, required_range, value_range
+
+_NEEDS_SIGMAS = (
+    "annealed_langevin needs noise levels but the composition has sigmas=None; compose with "
+    "sigmas=... (e.g. scorekit.geometric_sigmas(1.0, 0.01, 10)) and a noise-conditional network, "
+    "or use sampler='langevin' for an unconditional network"
+)
 
 
 @frozen
@@ -39,15 +44,12 @@ class AnnealedLangevin(LangevinFamily):
 
     def validate_composition(self, score: ScoreFunction, sigmas: torch.Tensor | None) -> None:
         if sigmas is None:
-            raise CompositionError(
-                "annealed_langevin needs noise levels but the composition has sigmas=None; compose with "
-                "sigmas=... (e.g. scorekit.geometric_sigmas(1.0, 0.01, 10)) and a noise-conditional network, "
-                "or use sampler='langevin' for an unconditional network"
-            )
+            raise CompositionError(_NEEDS_SIGMAS)
 
     def levels(self, sigmas: torch.Tensor | None) -> list[Level]:
         levels = levels_of(sigmas)
-        assert levels is not None  # validate_composition ran
+        if levels is None:  # called directly, without the composition's check
+            raise CompositionError(_NEEDS_SIGMAS)
         last = levels[-1]
         out = [
             Level(index=i, sigma=s, step_size=self.step_size * s**2 / last**2, n_steps=self.steps_per_level)

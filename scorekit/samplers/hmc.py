@@ -17,10 +17,11 @@ import torch
 
 from scorekit import rng
 from scorekit.errors import CompositionError, DivergenceError
-from scorekit.samplers._common import Callback, as_score, check_init, fixed_sigma, format_chains, progress_bar, rows
 from scorekit.samplers.adaptation import DualAveraging, RunningVariance, window_schedule
-from scorekit.samplers.info import SamplerStep, mean_norm
-from scorekit.score import ScoreFunction, append_dims, sigma_batch
+from scorekit.samplers.info import Callback, SamplerStep, mean_norm
+from scorekit.samplers.langevin import fixed_sigma
+from scorekit.samplers.monitor import format_chains, progress_bar
+from scorekit.score import ScoreFunction, append_dims, as_score, rows, sigma_batch
 from scorekit.validators import (
     boolean,
     frozen,
@@ -39,16 +40,30 @@ MAX_ENERGY_ERROR = 1000.0
 
 @attrs.frozen(eq=False)
 class Potential:
-    """The target at one noise level: ``grad(x)`` = score = -dE/dx, ``energy(x)`` = E ([B])."""
+    """The target at one noise level: ``grad(x)`` = score = -dE/dx, ``energy(x)`` = E ([B]).
+
+    The ``[B]`` sigma tensor the network receives is built once per batch size, dtype and
+    device and reused by every leapfrog step, not rebuilt per score call.
+    """
 
     score: ScoreFunction
     sigma: float | None
+    _sigma_batches: dict[tuple[int, torch.dtype, torch.device], torch.Tensor | None] = attrs.field(
+        init=False, factory=dict, repr=False
+    )
+
+    def _sigma_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``sigma`` as the ``[B]`` tensor of ``x``'s dtype and device (None for an unconditional network)."""
+        key = (x.shape[0], x.dtype, x.device)
+        if key not in self._sigma_batches:
+            self._sigma_batches[key] = sigma_batch(self.sigma, x)
+        return self._sigma_batches[key]
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score(x, sigma_batch(self.sigma, x))
+        return self.score(x, self._sigma_for(x))
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score.energy(x, sigma_batch(self.sigma, x))
+        return self.score.energy(x, self._sigma_for(x))
 
 
 @attrs.frozen(eq=False)
@@ -85,7 +100,10 @@ class HMCSummary:
 
 
 def init(position: torch.Tensor, potential: Potential, *, metropolis: bool = True) -> HMCState:
-    """The state at ``position``; raises :class:`DivergenceError` if the score or energy is not finite there."""
+    """The state at ``position``; raises :class:`DivergenceError` if the score or energy is not finite there,
+    and :class:`CompositionError` if ``metropolis`` but the network has no energy."""
+    if metropolis and not potential.score.has_energy:
+        raise CompositionError(_no_energy_message())
     grad = potential.grad(position)
     energy = potential.energy(position) if metropolis else None
     ok = rows(torch.isfinite(grad)).all(dim=1)
@@ -228,6 +246,10 @@ class HMC:
     a unit-scale Gaussian: the error grows like (step_size / scale)^2. The mean of a
     symmetric target is unbiased.
 
+    Called directly it trusts its arguments as ``ScoreModel.sample`` passes them
+    (``x_init`` a finite floating ``[B, ...]`` tensor, ``sigmas`` a validated 1-D tensor);
+    ``compose()`` runs :meth:`validate_composition`.
+
     A proposal that is non-finite or whose energy error exceeds 1000 is divergent (without
     an energy, the error is estimated by integrating the score along the trajectory): it is
     rejected, counted (``info.divergent``, ``HMCSummary.n_divergent``) and, after
@@ -280,13 +302,10 @@ class HMC:
         generator: torch.Generator | None = None, callback: Callback | None = None,
     ) -> tuple[torch.Tensor, HMCSummary]:
         """Like calling the sampler, and also returns the run's :class:`HMCSummary`."""
-        score = as_score(score)
-        self.validate_composition(score, sigmas)
-        x = check_init(x_init)
         sigma = fixed_sigma(self.sigma, sigmas)
-        potential = Potential(score, sigma)
+        potential = Potential(as_score(score), sigma)
         with torch.no_grad():
-            return self._run(potential, x, sigma, generator, callback)
+            return self._run(potential, x_init, sigma, generator, callback)
 
     def _run(
         self, potential: Potential, x: torch.Tensor, sigma: float | None,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import torch
 
-from scorekit.samplers._common import rows
+from scorekit.score import rows
+
+#: the ``callback`` of samplers and of ``ScoreModel.sample`` / ``inpaint``: called with a :class:`SamplerStep`
+Callback = Callable[[Any], None]
 
 
 @attrs.frozen(kw_only=True, eq=False)

@@ -16,10 +16,16 @@ from scorekit import rng
 from scorekit.errors import DataError
 
 
+def bool_mask(mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A bool or 0/1 ``mask`` as a bool tensor on ``y``'s device, unchecked (:func:`check_mask` checks)."""
+    return (mask if mask.dtype == torch.bool else mask != 0).to(y.device)
+
+
 def check_mask(mask: Any, y: torch.Tensor) -> torch.Tensor:
     """``mask`` (bool, or 0/1 numbers; 1 on known entries) as a bool tensor on ``y``'s device.
 
     It must broadcast to ``y`` without enlarging it; the result keeps its own shape.
+    ``ScoreModel.inpaint`` calls it; the samplers trust the mask they are given.
     """
     if not isinstance(mask, torch.Tensor):
         try:
@@ -35,11 +41,9 @@ def check_mask(mask: Any, y: torch.Tensor) -> torch.Tensor:
             f"mask of shape {tuple(mask.shape)} does not broadcast to y of shape {tuple(y.shape)}; "
             "use a mask shaped like y, or like y without some leading/singleton dims (e.g. [1, ...] for every example)"
         )
-    if mask.dtype != torch.bool:
-        if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
-            raise DataError("mask must be bool or contain only 0 and 1 (1 on known entries)")
-        mask = mask != 0
-    return mask.to(y.device)
+    if mask.dtype != torch.bool and (mask.is_complex() or not ((mask == 0) | (mask == 1)).all()):
+        raise DataError("mask must be bool or contain only 0 and 1 (1 on known entries)")
+    return bool_mask(mask, y)
 
 
 def check_known(y: torch.Tensor, mask: torch.Tensor) -> None:

@@ -14,18 +14,10 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.errors import DataError
-from scorekit.samplers._common import (
-    Callback,
-    FiniteMonitor,
-    as_score,
-    check_init,
-    fixed_sigma,
-    progress_bar,
-)
-from scorekit.samplers.info import SamplerStep, mean_norm
-from scorekit.samplers.inpaint import KnownEntries, check_known, check_mask
-from scorekit.score import ScoreFunction, sigma_batch
+from scorekit.samplers.info import Callback, SamplerStep, mean_norm
+from scorekit.samplers.inpaint import KnownEntries, bool_mask
+from scorekit.samplers.monitor import FiniteMonitor, progress_bar
+from scorekit.score import ScoreFunction, as_score, sigma_batch
 from scorekit.validators import as_pair, boolean, frozen, optional, positive, positive_int, required_range, value_range
 
 
@@ -44,6 +36,23 @@ class Level:
     noise: bool = True
 
 
+def levels_of(sigmas: torch.Tensor | None) -> list[float] | None:
+    """The composition's sigmas as Python floats, read once per run.
+
+    ``sigmas`` is trusted: a 1-D tensor, largest first, as :func:`scorekit.sigmas.as_sigmas`
+    returns it (``compose()`` and ``ScoreModel`` validate it; samplers do not again).
+    """
+    return None if sigmas is None else [float(s) for s in sigmas.tolist()]
+
+
+def fixed_sigma(option: float | None, sigmas: torch.Tensor | None) -> float | None:
+    """The single noise level of a one-level sampler: the ``sigma`` option, else the smallest
+    of the composition's sigmas, else None (an unconditional network gets ``sigma=None``)."""
+    if option is not None:
+        return float(option)
+    return None if sigmas is None else float(sigmas[-1])
+
+
 def run_levels(
     score: ScoreFunction,
     x: torch.Tensor,
@@ -60,7 +69,7 @@ def run_levels(
     ``projection`` (inpainting, Algorithm 2) starts each noisy level (drawing that level's
     noisy copy of the known entries) and is applied after every update; its ``final`` runs
     once at the end. Raises :class:`DivergenceError` if a chain becomes NaN or inf.
-    ``x`` is not modified.
+    ``x`` is not modified. The score is called with one ``[B]`` sigma tensor per level.
     """
     monitor = FiniteMonitor()
     bar = progress_bar(sum(level.n_steps for level in levels), "sampling", "step") if progress else None
@@ -100,7 +109,10 @@ class LangevinFamily:
     """Generation, inpainting and initial noise for samplers defined by a list of :class:`Level`.
 
     A subclass is an attrs config with ``init_range``, ``clamp`` and ``progress`` fields
-    and implements ``levels(sigmas)``.
+    and implements ``levels(sigmas)``. Called directly, it trusts its arguments as the
+    model passes them (``ScoreModel.sample`` and ``inpaint`` check them, ``compose()`` runs
+    :meth:`validate_composition`): ``x_init`` a finite floating ``[B, ...]`` tensor,
+    ``sigmas`` a validated 1-D tensor, largest first.
     """
 
     init_range: tuple[float, float]
@@ -122,10 +134,8 @@ class LangevinFamily:
         self, score: Any, x: torch.Tensor, sigmas: torch.Tensor | None, generator: torch.Generator | None,
         callback: Callback | None, projection: KnownEntries | None,
     ) -> torch.Tensor:
-        score = as_score(score)
-        self.validate_composition(score, sigmas)
         return run_levels(
-            score, x, self.levels(sigmas), generator=generator, callback=callback, clamp=self.clamp,
+            as_score(score), x, self.levels(sigmas), generator=generator, callback=callback, clamp=self.clamp,
             projection=projection, progress=self.progress,
         )
 
@@ -134,31 +144,23 @@ class LangevinFamily:
         generator: torch.Generator | None = None, callback: Callback | None = None,
     ) -> torch.Tensor:
         """Samples shaped like ``x_init``, one chain per example."""
-        return self._run(score, check_init(x_init), sigmas, generator, callback, None)
+        return self._run(score, x_init, sigmas, generator, callback, None)
 
     def inpaint(
-        self, score: Any, y: torch.Tensor, mask: Any, *, x_init: torch.Tensor | None = None,
+        self, score: Any, y: torch.Tensor, mask: torch.Tensor, *, x_init: torch.Tensor | None = None,
         sigmas: torch.Tensor | None = None, generator: torch.Generator | None = None,
         callback: Callback | None = None,
     ) -> torch.Tensor:
         """Fill the entries of ``y`` where ``mask`` is 0 (Algorithm 2).
 
-        ``mask`` is bool or 0/1, 1 on known entries, and broadcasts to ``y``; unknown
-        entries of ``y`` are ignored (NaN allowed). Unknown entries start from
+        ``mask`` is a bool or 0/1 tensor, 1 on known entries, that broadcasts to ``y``;
+        unknown entries of ``y`` are ignored (NaN allowed). Unknown entries start from
         :meth:`initial_noise` unless ``x_init`` (shaped like ``y``) is given. The returned
-        known entries equal ``y`` bit for bit.
+        known entries equal ``y`` bit for bit. The arguments are trusted as
+        ``ScoreModel.inpaint`` passes them (it checks ``y``, ``mask`` and ``x_init``).
         """
-        if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] == 0 or not y.is_floating_point():
-            raise DataError(f"y must be a floating tensor [batch, ...], got {getattr(y, 'shape', type(y).__name__)}")
-        mask = check_mask(mask, y)
-        check_known(y, mask)
-        if x_init is None:
-            x = self.initial_noise(y, generator)
-        else:
-            x = check_init(x_init)
-            if x.shape != y.shape:
-                raise DataError(f"x_init of shape {tuple(x.shape)} must have the shape of y, {tuple(y.shape)}")
-        return self._run(score, x, sigmas, generator, callback, KnownEntries(y, mask))
+        x = self.initial_noise(y, generator) if x_init is None else x_init
+        return self._run(score, x, sigmas, generator, callback, KnownEntries(y, bool_mask(mask, y)))
 
 
 @frozen

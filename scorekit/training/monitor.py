@@ -6,14 +6,17 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from scorekit.batch_checks import check_batch
+from scorekit.errors import DivergenceError
 from scorekit.estimators.dsm import DenoisingScoreMatching
+from scorekit.files import atomic_write
 from scorekit.model import ScoreModel
-from scorekit.training.checkpoint import atomic_write
 from scorekit.training.data import Data, dataset_size, fetch
+from scorekit.training.sampling import sample_in_batches, write_grid
 
 #: seed of the held-out noise; fixed so that the loss is comparable between checkpoints and runs
 HELDOUT_SEED = 0
@@ -30,6 +33,10 @@ def heldout_loss(model: ScoreModel, holdout: Data, *, batch_size: int = 128, see
     undefined and it is the composition's own estimator (``model.losses``, with autograd
     enabled as sliced score matching needs it) with noise seeded by ``seed``; then there
     is no per-level list. The model is evaluated in eval mode and left as it was.
+
+    Each held-out batch is fetched and checked once; with noise levels the DSM estimator
+    is then called directly on ``model.score`` at each level in turn. Raises
+    :class:`DivergenceError` when a level's loss is NaN or inf.
     """
     n = dataset_size(holdout)
     if n == 0:
@@ -41,26 +48,42 @@ def heldout_loss(model: ScoreModel, holdout: Data, *, batch_size: int = 128, see
     model.eval()
     try:
         if model.sigmas is None:
-            return {"heldout_loss": _mean_loss(model, holdout, n, batch_size, device, dtype, seed, grad=True)}
-        per_level = []
-        for i, sigma in enumerate(model.sigmas):
-            view = ScoreModel(model.network, DenoisingScoreMatching(weighting="sigma2"), None, sigma.reshape(1), model.names)
-            view._dry_run_done = True
-            per_level.append(_mean_loss(view, holdout, n, batch_size, device, dtype, seed + i, grad=False))
+            (mean,) = _mean_loss([model.losses], holdout, n, batch_size, device, dtype, seed, grad=True)
+            return {"heldout_loss": mean}
+        dsm = DenoisingScoreMatching(weighting="sigma2")
+        levels = model.sigmas.to(device=device, dtype=dtype)
+
+        def at_level(sigma: torch.Tensor) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+            return lambda x, generator: dsm(model.score, x, sigmas=sigma, generator=generator)
+
+        losses = [at_level(levels[i : i + 1]) for i in range(levels.numel())]
+        per_level = _mean_loss(losses, holdout, n, batch_size, device, dtype, seed, grad=False, check=True)
+        for sigma, value in zip(levels.tolist(), per_level):
+            if not math.isfinite(value):
+                raise DivergenceError(f"the held-out loss at sigma {sigma:.4g} is {value}: the network's output is "
+                                      "not finite. Lower the learning rate, clip gradients, or check the data scaling")
         return {"heldout_loss": sum(per_level) / len(per_level), "heldout_loss_per_level": per_level}
     finally:
         model.train(was_training)
 
 
-def _mean_loss(model: ScoreModel, holdout: Data, n: int, batch_size: int, device: torch.device,
-               dtype: torch.dtype, seed: int, grad: bool) -> float:
-    generator = torch.Generator().manual_seed(seed)
-    total = torch.zeros((), dtype=torch.float64)
+def _mean_loss(losses: list[Callable[[torch.Tensor, torch.Generator], torch.Tensor]], holdout: Data, n: int,
+               batch_size: int, device: torch.device, dtype: torch.dtype, seed: int, grad: bool,
+               check: bool = False) -> list[float]:
+    """The mean over the held-out set of each per-example loss in ``losses``; loss ``i`` draws
+    its noise from its own CPU generator seeded with ``seed + i``, batch after batch, so each
+    mean is what evaluating that loss alone over the set gives. ``check``: check each batch
+    (``check_batch``) here, for losses that trust their input."""
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(losses))]
+    totals = [torch.zeros((), dtype=torch.float64) for _ in losses]
     for start in range(0, n, batch_size):
         x = fetch(holdout, torch.arange(start, min(n, start + batch_size))).to(device=device, dtype=dtype)
+        if check:
+            x = check_batch(x, "the held-out batch")
         with torch.set_grad_enabled(grad):
-            total += model.losses(x, generator).detach().double().sum().cpu()
-    return float(total) / n
+            for total, loss, generator in zip(totals, losses, generators):
+                total += loss(x, generator).detach().double().sum().cpu()
+    return [float(total) / n for total in totals]
 
 
 def is_image_batch(x: torch.Tensor) -> bool:
@@ -80,27 +103,18 @@ def save_grid(
     """Sample ``n`` images shaped like the examples of ``like`` from the sampler's initial noise; save a grid.
 
     ``clamp=(low, high)`` clamps the samples and maps that range to black..white;
-    ``None`` scales each grid from its own minimum to maximum. The generator is seeded
-    with ``seed``, so grids of successive checkpoints start from the same noise.
-    Returns the samples.
+    ``None`` scales each grid from its own minimum to maximum (:func:`write_grid`). One
+    batch, from a generator on ``like``'s device seeded with ``seed``, so grids of
+    successive checkpoints start from the same noise. Returns the samples.
     """
-    from torchvision.utils import save_image  # torchvision is only needed for grids
-
-    device = like.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    template = torch.empty((n, *like.shape[1:]), device=device, dtype=like.dtype)
+    generator = torch.Generator(device=like.device).manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
-        samples = model.sample(model.initial_noise(template, generator), generator)
+        samples = sample_in_batches(model, like, n, generator=generator)
     finally:
         model.train(was_training)
-    images = samples.detach().float().cpu()
-    if clamp is not None:
-        low, high = clamp
-        images = (images.clamp(low, high) - low) / (high - low)
-    nrow = max(1, math.ceil(math.sqrt(n)))
-    atomic_write(path, lambda f: save_image(images, f, nrow=nrow, normalize=clamp is None, format="png"))
+    write_grid(samples, path, clamp=clamp)
     return samples
 
 

@@ -37,14 +37,13 @@ from tqdm.auto import tqdm
 
 from scorekit.batch_checks import check_batch, check_same_device_dtype
 from scorekit.errors import CheckpointError, DivergenceError, OptionError
+from scorekit.files import atomic_copy, remove_stale_temporaries
 from scorekit.model import ScoreModel
 from scorekit.training import distributed
 from scorekit.training.checkpoint import (
-    atomic_copy,
     capture_rng,
     load_checkpoint,
     preserved_rng,
-    remove_stale_temporaries,
     restore_global_rng,
     save_checkpoint,
 )
@@ -52,7 +51,7 @@ from scorekit.training.data import Batches, Data, DataOrder, dataset_size, fetch
 from scorekit.training.ema import EMA
 from scorekit.training.monitor import MetricsLog, heldout_loss, is_image_batch, save_grid
 from scorekit.training.run_config import RunConfig, SampleConfig, TrainConfig
-from scorekit.training.schedules import lr_at
+from scorekit.training.schedules import lr_scheduler
 
 logger = logging.getLogger("scorekit.training")
 
@@ -182,7 +181,7 @@ class _Run:
         check_same_device_dtype(model.network, first, "the training data")
         was_training = model.training
         model.eval()
-        model._dry_run(first)
+        model.materialize(first)
         model.train(was_training)
         if ckpt is not None:
             try:
@@ -199,11 +198,7 @@ class _Run:
         network = distributed.wrap(model.network, env, device)
         if config.compile:
             network = torch.compile(network)
-        if network is model.network:
-            self.step_model = model
-        else:
-            self.step_model = ScoreModel(network, model.estimator, model.sampler, model.sigmas, model.names)
-            self.step_model._dry_run_done = True
+        self.step_model = model if network is model.network else model.with_network(network)
 
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -220,6 +215,9 @@ class _Run:
         self.step = 0
         if ckpt is not None:
             self._restore(ckpt)
+        # the rate is a function of the step alone: the scheduler is rebuilt from it, never restored
+        self.scheduler = lr_scheduler(self.optimizer, self.step, lr=config.lr, schedule=config.lr_schedule,
+                                      warmup=config.lr_warmup, n_iters=config.n_iters)
         self.batches = Batches(dataset, self.order, num_workers=config.num_workers, pin_memory=device.type == "cuda")
 
     # --- setup --------------------------------------------------------------------------------
@@ -255,7 +253,7 @@ class _Run:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"the optimizer state in {self.last_path} does not fit this model: {exc}") from exc
-        # the config given now wins (e.g. a lower lr after a divergence: the rate is set before every step)
+        # the config given now wins (e.g. a lower lr after a divergence: the scheduler is rebuilt with it)
         for group in self.optimizer.param_groups:
             group.update(betas=(self.config.beta1, self.config.beta2),
                          weight_decay=self.config.weight_decay)
@@ -302,17 +300,17 @@ class _Run:
             while self.step < config.n_iters:
                 snapshot, committed = capture_rng(self.train_generator, self.order, host_rngs=host_rngs), False
                 loss, grad_norm = self._forward_backward()
-                self._set_lr()
+                lr = self.optimizer.param_groups[0]["lr"]  # the scheduled rate of this update
                 with _deferred_interrupt():  # an update is applied whole or not at all
                     self.optimizer.step()
                     if self.ema is not None:
                         self.ema.update(self.model)
                     self.step += 1
+                    self.scheduler.step()  # the rate of the next update
                     committed = True
                 bar.update(1)
                 window_loss += loss
                 window_steps += 1
-                lr = self.optimizer.param_groups[0]["lr"]
                 if self.callback is not None:
                     self.callback(StepInfo(step=self.step, loss=loss, lr=lr, grad_norm=grad_norm))
                 done = self.step == config.n_iters
@@ -339,14 +337,6 @@ class _Run:
             self.batches.close()
         return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_path if self.env.is_main else None,
                            loss=last_loss, heldout_loss=self.last_heldout, ema=self.ema, best=self.best)
-
-    def _set_lr(self) -> None:
-        """The scheduled rate of the update about to be made (a function of the step alone)."""
-        config = self.config
-        lr = lr_at(self.step, lr=config.lr, schedule=config.lr_schedule, warmup=config.lr_warmup,
-                   n_iters=config.n_iters)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = next(self.batches).to(self.device, non_blocking=True)

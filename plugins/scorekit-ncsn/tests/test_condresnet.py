@@ -142,21 +142,21 @@ def test_wrong_input_shape_raises(net: CondResNet) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "pattern"),
     [
-        {"sigmas": [0.1, 1.0]},  # ascending
-        {"sigmas": []},
-        {"ngf": 1},
-        {"n_blocks": -1},
-        {"n_blocks": 2, "dilations": [1]},
-        {"n_blocks": 1, "dilations": [0]},
-        {"sigma_data": 0.0},
-        {"sigma_data": 0.4, "scale_by_sigma": False},
+        ({"sigmas": [0.1, 1.0]}, "strictly descending"),  # ascending
+        ({"sigmas": []}, "non-empty 1-D"),
+        ({"ngf": 1}, r"ngf >= 2"),
+        ({"n_blocks": -1}, r"n_blocks >= 0"),
+        ({"n_blocks": 2, "dilations": [1]}, r"one dilation >= 1 per block \(2\), got \[1\]"),
+        ({"n_blocks": 1, "dilations": [0]}, r"one dilation >= 1 per block \(1\), got \[0\]"),
+        ({"sigma_data": 0.0}, r"sigma_data > 0 and scale_by_sigma=True, got 0.0"),
+        ({"sigma_data": 0.4, "scale_by_sigma": False}, r"sigma_data > 0 and scale_by_sigma=True, got 0.4"),
     ],
 )
-def test_bad_options_raise(kwargs) -> None:
+def test_bad_options_raise(kwargs, pattern) -> None:
     options = {"sigmas": SIGMAS, **kwargs}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=pattern):
         CondResNet(**options)
 
 

@@ -2,8 +2,9 @@
 
 A noise-conditional network stores its sigmas (strictly descending, sigma_1 > ... > sigma_L)
 and receives, for each example, one of them; its conditional normalisations need the
-*index* of that level. These helpers validate the schedule, bring ``sigma`` to shape [B],
-and map each sigma to its level, with error messages that name the network.
+*index* of that level. These helpers validate the schedule once, in the constructor (with
+scorekit's own check), bring ``sigma`` to shape [B], and map each sigma to its level, with
+error messages that name the network.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from scorekit.errors import CompositionError
+from scorekit.sigmas import as_sigmas
+
 __all__ = ["SIGMA_RTOL", "as_level_sigmas", "check_images", "sigma_batch", "sigma_to_level"]
 
 #: relative tolerance for matching a sigma to one of the network's levels
@@ -19,25 +23,21 @@ SIGMA_RTOL = 1e-4
 
 
 def as_level_sigmas(sigmas: torch.Tensor | Sequence[float] | None, owner: str) -> torch.Tensor:
-    """``sigmas`` as a fresh 1-D tensor of the default dtype; ValueError (naming ``owner``)
-    unless it is non-empty, finite, positive and strictly descending."""
+    """``sigmas`` as a fresh 1-D tensor of the default dtype, checked by
+    :func:`scorekit.sigmas.as_sigmas` (non-empty, finite, positive, strictly descending);
+    ValueError naming ``owner`` otherwise. Called once, by the constructor: ``forward``
+    trusts the stored levels."""
     if sigmas is None:
         raise ValueError(
             f"{owner} is noise-conditional: compose it with sigmas (e.g. scorekit.geometric_sigmas(1.0, 0.01, 10))"
         )
-    sigmas_t = torch.as_tensor(sigmas, dtype=torch.get_default_dtype()).detach().clone()
-    if sigmas_t.ndim != 1 or sigmas_t.numel() == 0:
-        raise ValueError(
-            f"{owner} needs sigmas as a non-empty 1-D sequence of noise levels, "
-            f"got shape {tuple(sigmas_t.shape)}"
-        )
-    if not bool(torch.isfinite(sigmas_t).all()) or not bool((sigmas_t > 0).all()):
-        raise ValueError(f"{owner} needs finite positive sigmas, got {sigmas_t.tolist()}")
-    if sigmas_t.numel() > 1 and not bool((sigmas_t[1:] < sigmas_t[:-1]).all()):
-        raise ValueError(
-            f"{owner} needs strictly descending sigmas (sigma_1 > ... > sigma_L), "
-            f"got {sigmas_t.tolist()}"
-        )
+    if torch.is_tensor(sigmas):
+        sigmas = sigmas.to(torch.get_default_dtype())  # the stored levels keep the default dtype, as a list's do
+    try:
+        sigmas_t = as_sigmas(sigmas)
+    except CompositionError as exc:  # a constructor's argument error: ValueError, naming the network
+        raise ValueError(f"{owner}: {exc}") from None
+    assert sigmas_t is not None
     return sigmas_t
 
 

@@ -1,22 +1,13 @@
-"""Pieces every sampler shares: argument normalisation and the divergence monitor."""
+"""Watching a sampler run: chains that became NaN or inf, and the optional progress bar."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from scorekit.batch_checks import check_batch
 from scorekit.errors import DivergenceError
-from scorekit.score import ScoreFunction
-from scorekit.sigmas import as_sigmas
-
-Callback = Callable[[Any], None]
-
-
-def rows(t: torch.Tensor) -> torch.Tensor:
-    """``[B, ...]`` as ``[B, n]`` (one row per example; ``[B]`` data gives ``[B, 1]``)."""
-    return t.reshape(t.shape[0], -1)
+from scorekit.score import rows
 
 
 def progress_bar(total: int, desc: str, unit: str) -> Any:
@@ -24,31 +15,6 @@ def progress_bar(total: int, desc: str, unit: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit)
-
-
-def as_score(score: Any) -> ScoreFunction:
-    """``score`` as a :class:`ScoreFunction` (a bare network or callable ``f(x, sigma)`` is wrapped)."""
-    return score if isinstance(score, ScoreFunction) else ScoreFunction(score)
-
-
-def check_init(x_init: Any, what: str = "x_init") -> torch.Tensor:
-    """A floating ``[B, ...]`` tensor with only finite values, else :class:`DataError`."""
-    return check_batch(x_init, what)
-
-
-def levels_of(sigmas: Sequence[float] | torch.Tensor | None) -> list[float] | None:
-    """The composition's sigmas as a list of Python floats (validated: 1-D, positive, descending)."""
-    t = as_sigmas(sigmas)
-    return None if t is None else [float(s) for s in t.tolist()]
-
-
-def fixed_sigma(option: float | None, sigmas: Sequence[float] | torch.Tensor | None) -> float | None:
-    """The single noise level of a one-level sampler: the ``sigma`` option, else the smallest
-    of the composition's sigmas, else None (an unconditional network gets ``sigma=None``)."""
-    if option is not None:
-        return float(option)
-    levels = levels_of(sigmas)
-    return None if levels is None else levels[-1]
 
 
 def format_chains(idx: list[int], limit: int = 10) -> str:
