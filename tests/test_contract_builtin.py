@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import types
 
 import attrs
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import scorekit
 from scorekit import hookimpl
 from scorekit.estimators import DenoisingScoreMatching, SlicedScoreMatching
 from scorekit.sigmas import as_sigmas, geometric_sigmas
+from scorekit.targets import StandardGaussianScore
 from scorekit.testing import CALLBACK_FIELDS, ContractViolation, check_estimator, check_network, check_sampler
 from scorekit.testing import strategies as sks
 from scorekit.validators import positive_int
 
-
-def _builtin_samplers_registered() -> bool:
-    try:
-        module = importlib.import_module("scorekit.builtin")
-    except ImportError:
-        return False
-    return callable(getattr(module, "register_samplers", None))
-
-
-needs_samplers = pytest.mark.skipif(not _builtin_samplers_registered(), reason="built-in samplers not registered yet")
 
 #: five levels from 1 to 0.1: cheap for the samplers, and wide enough for annealing from +10
 SAMPLER_SIGMAS = geometric_sigmas(1.0, 0.1, 5)
@@ -66,7 +57,6 @@ def test_builtin_estimators_keep_the_contract(host, name, options, sigmas):
     assert {"shape", "determinism", "learns", "options"} <= set(report.passed)
 
 
-@needs_samplers
 @pytest.mark.parametrize(
     ("name", "options"),
     [
@@ -82,7 +72,6 @@ def test_builtin_samplers_keep_the_contract(host, name, options):
     assert {"shape", "determinism", "callback", "moves_to_target", "options"} <= set(report.passed)
 
 
-@needs_samplers
 def test_callback_fields_are_those_of_sampler_step():
     from scorekit.samplers import SamplerStep
 
@@ -243,7 +232,6 @@ def lenient_langevin(**options):
     return Langevin(step_size=0.1, n_steps=50)
 
 
-@needs_samplers
 def test_a_sampler_that_swallows_unknown_options_is_caught():
     err = _violation(check_sampler, lenient_langevin)
     assert err.rule == "options" and "sampler 'lenient_langevin'" in str(err)
@@ -260,22 +248,30 @@ def test_strategies_give_valid_schedules_shapes_and_batches(sigmas, shape, x):
     assert x.dtype == torch.float64 and 1 <= x.shape[0] <= 4 and x.ndim in (2, 4)
 
 
-@needs_samplers
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
-def test_valid_options_build_every_builtin_config(data, builtin_host):
-    kinds = ("estimator", "sampler")
-    configs = [c.factory for k in kinds for c in builtin_host.components(k) if attrs.has(c.factory)]
-    config = data.draw(st.sampled_from(configs))
-    options = data.draw(sks.valid_options(config))
-    assert isinstance(config(**options), config)
+def test_valid_options_compose_every_builtin_by_name(data, builtin_host):
+    """What valid_options draws (it keeps only dicts the attrs class accepts) also passes compose()'s own
+    option handling, and reaches the component unchanged: the composed one equals the class built directly."""
+    kind = data.draw(st.sampled_from(["estimator", "sampler"]))
+    component = data.draw(st.sampled_from([c for c in builtin_host.components(kind) if attrs.has(c.factory)]))
+    options = data.draw(sks.valid_options(component.factory))
+    names = {"estimator": None, "sampler": None, kind: component.name}
+    model = scorekit.compose(network=StandardGaussianScore(), **names, **{f"{kind}_options": options}, host=builtin_host)
+    assert getattr(model, kind) == component.factory(**options)
+
+
+PINNED = sks.valid_options(SlicedScoreMatching, vary=["n_projections"], projection="rademacher")
 
 
 @settings(max_examples=5, deadline=None)
-@given(options=sks.valid_options(SlicedScoreMatching, vary=["n_projections"], projection="rademacher"))
+@given(options=PINNED)
 def test_valid_options_pins_and_varies_only_what_it_is_told(options):
     assert options["projection"] == "rademacher" and set(options) == {"projection", "n_projections"}
-    assert options["n_projections"] >= 1
+
+
+def test_valid_options_does_vary_what_it_is_told():
+    assert find(PINNED, lambda options: options["n_projections"] != 1)["n_projections"] > 1  # not only the default
 
 
 def test_valid_options_rejects_unknown_names():

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import scorekit
-from scorekit.errors import CompositionError, DataError
-from tests.helpers import LinearScore, OptimalGaussianScore, mean_and_stderr
+from scorekit.errors import CompositionError, DataError, OptionError
+from scorekit.targets import LinearScore, StandardGaussianScore
+from tests.helpers import mean_and_stderr
 
 # Six standard errors: a correct estimator fails with probability ~2e-9 per check, while
 # every bug we guard against (a lost 1/2, a sign, a missing trace term) moves the mean by
@@ -23,7 +24,7 @@ matrices = st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=9, max_size=
 
 def _linear_model(host, A, estimator, **options):
     return scorekit.compose(
-        network=LinearScore(A), estimator=estimator, sampler=None, sigmas=None, estimator_options=options, host=host
+        network=LinearScore(A.shape[0], matrix=A), estimator=estimator, sampler=None, sigmas=None, estimator_options=options, host=host
     ).double()
 
 
@@ -63,7 +64,7 @@ def test_exact_trace_is_exact_per_example(host):
 def test_dsm_with_optimal_network_matches_closed_form(host, dim):
     """N(0, I) data, s = -x~/(1+sigma^2): E[DSM] = mean_i D / (2 (1 + sigma_i^2)) (Eq. 5, 6)."""
     sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10).double()
-    model = scorekit.compose(network=OptimalGaussianScore(), estimator="dsm", sampler=None, sigmas=sigmas, host=host).double()
+    model = scorekit.compose(network=StandardGaussianScore(), estimator="dsm", sampler=None, sigmas=sigmas, host=host).double()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20000, dim, generator=g, dtype=torch.float64)
     mean, se = mean_and_stderr(model.losses(x, generator=g))
@@ -74,7 +75,7 @@ def test_dsm_with_optimal_network_matches_closed_form(host, dim):
 def test_dsm_unweighted_is_sigma2_weighted_over_sigma2(host):
     """weighting='none' divides each example's loss by its sigma^2 (lambda = 1)."""
     sigmas = torch.tensor([2.0, 0.5])
-    net = OptimalGaussianScore()
+    net = StandardGaussianScore()
     x = torch.randn(64, 3)
     weighted = scorekit.compose(network=net, estimator="dsm", sampler=None, sigmas=sigmas, host=host)
     plain = scorekit.compose(network=net, estimator="dsm", sampler=None, sigmas=sigmas, host=host,
@@ -173,7 +174,7 @@ def test_dsm_level_draws_weight_eq6_by_their_probabilities(host, dim):
 
     sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10).double()
     options = {"level_median": 0.8, "level_std": 0.5, "level_uniform": 0.2}
-    model = scorekit.compose(network=OptimalGaussianScore(), estimator="dsm", sampler=None, sigmas=sigmas,
+    model = scorekit.compose(network=StandardGaussianScore(), estimator="dsm", sampler=None, sigmas=sigmas,
                              estimator_options=options, host=host).double()
     g = torch.Generator().manual_seed(2)
     x = torch.randn(20000, dim, generator=g, dtype=torch.float64)
@@ -223,7 +224,7 @@ def test_level_probabilities_are_a_distribution_peaked_at_the_median(median, std
 
 
 def test_dsm_level_options_are_checked(host):
-    with pytest.raises(Exception, match=r"level_uniform.*\[0, 1\].*1.5"):
+    with pytest.raises(OptionError, match=r"level_uniform.*\[0, 1\].*1.5"):
         scorekit.compose(estimator="dsm", estimator_options={"level_median": 0.5, "level_uniform": 1.5}, host=host)
-    with pytest.raises(Exception, match=r"level_median.*positive|level_median.*> 0"):
+    with pytest.raises(OptionError, match=r"level_median.*positive|level_median.*> 0"):
         scorekit.compose(estimator="dsm", estimator_options={"level_median": 0.0}, host=host)

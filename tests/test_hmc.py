@@ -39,7 +39,10 @@ def test_defaults_sample_a_correlated_gaussian() -> None:
     # dual averaging hits the target on average after warm-up (measured 0.797 over seeds)
     assert summary.acceptance_rate is not None and abs(summary.acceptance_rate - 0.8) < 0.05
     assert summary.n_divergent == 0 and summary.inverse_mass is None
-    assert 0.2 < summary.step_size < 2.0
+    # the leapfrog is unstable above 2 sqrt(lambda_min) = 2 sqrt(0.2) = 0.89 (acceptance -> 0), and 1 - acceptance
+    # grows like step^2, so at 0.4 the acceptance is ~1 - 0.2 (0.4 / 0.69)^2 = 0.93, far above the 0.8 aimed
+    # at (measured: 0.69)
+    assert 0.4 < summary.step_size < 0.89
     # callback: one per transition, warm-up flagged, the summary on the last one
     assert [i.step for i in infos] == list(range(1000))
     assert [i.warmup for i in infos] == [True] * 500 + [False] * 500

@@ -116,3 +116,26 @@ class Gaussian:
         mean[:, u] = self.mean[u] + (xf[:, k] - self.mean[k]) @ gain.T
         cov = s[u][:, u] - gain @ s[k][:, u]
         return mean.to(x.dtype).reshape(x.shape), cov
+
+
+class CorrelatedGaussian(Gaussian):
+    """A fixed :class:`Gaussian` with a non-diagonal covariance in ``dim`` (>= 2) dimensions:
+    ``mean = linspace(-1, 1, dim)``, ``cov = L L^T`` with ``L`` lower bidiagonal (diagonal
+    ``linspace(0.6, 1.4, dim)``, sub-diagonal 0.3). The estimator contract's learning check fits it.
+
+    ``sample`` draws through the Cholesky factor ``chol`` (``L``) in the default dtype, and takes the
+    perturbation ``sigma`` as its third argument: ``n`` draws of the data perturbed by N(0, sigma^2 I).
+    """
+
+    def __init__(self, dim: int) -> None:
+        chol = torch.diag(torch.linspace(0.6, 1.4, dim)) + 0.3 * torch.diag(torch.ones(dim - 1), -1)
+        super().__init__(torch.linspace(-1.0, 1.0, dim), chol.double() @ chol.double().T)  # float32 values, exact
+        self.chol = chol
+
+    def sample(self, n: int, generator: torch.Generator | None = None, sigma: float = 0.0,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``n`` draws, ``[n, D]``, perturbed by N(0, sigma^2 I) (``sigma=0``: exact draws)."""
+        z = torch.randn(n, self.dim, generator=generator)
+        x = self.mean.to(z.dtype) + z @ self.chol.T
+        x = x + sigma * torch.randn(x.shape, generator=generator) if sigma else x
+        return x if dtype is None else x.to(dtype)

@@ -13,9 +13,11 @@ a :class:`ContractReport` of the rules that passed::
 The ``scorekit_host`` fixture comes from the pytest plugin :mod:`scorekit.testing.pytest_plugin`;
 hypothesis strategies for data shapes, sigma schedules and options live in
 :mod:`scorekit.testing.strategies` (imported on its own, as it needs hypothesis).
+``CorrelatedGaussian``, ``LinearScore`` and ``StandardGaussianScore``, the analytic ground truth
+the checks run on, live in :mod:`scorekit.targets` and are re-exported here.
 """
 
-from scorekit.testing.analytic import CorrelatedGaussian, LinearScore, StandardGaussianScore
+from scorekit.targets import CorrelatedGaussian, LinearScore, StandardGaussianScore
 from scorekit.testing.contract import ContractReport, ContractViolation
 from scorekit.testing.estimator_contract import check_estimator
 from scorekit.testing.network_contract import DEFAULT_SHAPES, DEFAULT_SIGMAS, check_network

@@ -10,7 +10,7 @@ import torch
 import scorekit
 from scorekit.plugins import PluginHost
 from scorekit.score import ScoreFunction
-from scorekit.testing.analytic import CorrelatedGaussian, LinearScore
+from scorekit.targets import CorrelatedGaussian, LinearScore
 from scorekit.testing.contract import Contract, ContractReport, devices, generator, isolated_rng, label, resolve
 from scorekit.testing.network_contract import DEFAULT_SHAPES, DEFAULT_SIGMAS
 from scorekit.testing.options_contract import check_options
@@ -46,7 +46,7 @@ def check_estimator(
 
     ``estimator`` is a registered name (looked up on ``host``) or a factory, built by
     ``compose()`` with ``options`` and ``sigmas`` (``None``: unconditional) and called on
-    a learnable linear score :class:`~scorekit.testing.analytic.LinearScore`. Rules:
+    a learnable linear score :class:`~scorekit.targets.LinearScore`. Rules:
 
     - ``builds``: ``compose()`` builds it (its ``validate_composition`` accepts the sigmas).
     - ``runs``: it runs on standard normal data of every shape without raising.
@@ -145,7 +145,7 @@ def _score_error(net: LinearScore, data: CorrelatedGaussian, levels: list[float]
     (the weighting makes every level's term O(1); without sigmas, the unweighted distance)."""
     total = 0.0
     for k, sigma in enumerate(levels or [None]):
-        x = data.sample(EVAL_BATCH, torch.Generator().manual_seed(seed + 100 + k), sigma or 0.0)
+        x = data.sample(EVAL_BATCH, torch.Generator().manual_seed(seed + 100 + k), sigma=sigma or 0.0)
         sigma_batch = None if sigma is None else torch.full((EVAL_BATCH,), sigma)
         with torch.no_grad():
             error = (net(x, sigma_batch) - data.score(x, sigma or 0.0)).pow(2).sum(1).mean()

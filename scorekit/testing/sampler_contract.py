@@ -9,7 +9,7 @@ import torch
 import scorekit
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
-from scorekit.testing.analytic import StandardGaussianScore
+from scorekit.targets import StandardGaussianScore
 from scorekit.testing.contract import Contract, ContractReport, devices, generator, isolated_rng, label, resolve
 from scorekit.testing.network_contract import DEFAULT_SHAPES, DEFAULT_SIGMAS
 from scorekit.testing.options_contract import check_options
@@ -47,7 +47,7 @@ def check_sampler(
     ``sampler`` is a registered name (looked up on ``host``) or a factory, built by
     ``compose()`` with ``options`` (keep its step count small: every rule samples) and
     ``sigmas``, and run on the exact score of N(0, I) perturbed by each sigma,
-    :class:`~scorekit.testing.analytic.StandardGaussianScore` (which also has an energy,
+    :class:`~scorekit.targets.StandardGaussianScore` (which also has an energy,
     for Metropolis-adjusted samplers). Rules:
 
     - ``builds``: ``compose()`` builds it (its ``validate_composition`` accepts the composition).
