@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: a small conv score net and an interleaved timer.
+"""Shared pieces of the benchmarks: a small conv score net, one training step and an interleaved timer.
 
 The machine is shared and noisy, so benchmarks report ratios measured in one run, with
 the candidates interleaved round by round and the median taken per candidate.
@@ -29,6 +29,25 @@ class SmallConvNet(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
         out = self.body(x)
         return out if sigma is None else out / sigma.reshape(-1, 1, 1, 1)
+
+
+def training_step(network: nn.Module | str, estimator: str, options: dict, x: torch.Tensor, sigmas: torch.Tensor,
+                  network_options: dict | None = None) -> Callable[[], None]:
+    """One training step (loss + backward + Adam step) of ``estimator`` on ``network`` with a fixed batch ``x``."""
+    import scorekit
+
+    model = scorekit.compose(network=network, estimator=estimator, sampler=None, estimator_options=options,
+                             network_options=network_options, sigmas=sigmas)
+    model.materialize(x)  # any lazy layer is sized before the optimizer sees the parameters
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model.loss(x, generator=gen).backward()
+        opt.step()
+
+    return step
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 2) -> dict[str, float]:

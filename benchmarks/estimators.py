@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SmallConvNet, interleaved_medians, machine  # noqa: E402
+from common import SmallConvNet, interleaved_medians, machine, training_step  # noqa: E402
 
 import scorekit  # noqa: E402
 import scorekit.networks.mlp  # noqa: E402
@@ -26,23 +26,9 @@ CANDIDATES = {
     "dsm": ("dsm", {}),
     "ssm forward": ("ssm", {"jacobian_mode": "forward"}),
     "ssm reverse": ("ssm", {"jacobian_mode": "reverse"}),
+    "ssm finite diff.": ("ssm", {"jacobian_mode": "finite_difference"}),
     "exact": ("exact", {"chunk_size": 128}),
 }
-
-
-def step_fn(network: torch.nn.Module, estimator: str, options: dict, x: torch.Tensor):
-    model = scorekit.compose(network=network, estimator=estimator, sampler=None, estimator_options=options,
-                             sigmas=scorekit.geometric_sigmas(1.0, 0.01, 10))
-    model.loss(x)  # size lazy layers before the optimizer sees the parameters
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model.loss(x, generator=gen).backward()
-        opt.step()
-
-    return step
 
 
 def bench(label: str, make_net, x: torch.Tensor, rounds: int) -> list[str]:
@@ -52,7 +38,7 @@ def bench(label: str, make_net, x: torch.Tensor, rounds: int) -> list[str]:
         if est == "exact" and dim > 1024:
             continue
         torch.manual_seed(0)
-        fns[name] = step_fn(make_net(), est, opts, x)
+        fns[name] = training_step(make_net(), est, opts, x, scorekit.geometric_sigmas(1.0, 0.01, 10))
     med = interleaved_medians(fns, rounds=rounds)
     base = med["dsm"]
     cells = [f"{med[n] / base:.2f}" if n in med else "refused (D > max_dim)" for n in CANDIDATES]
