@@ -9,7 +9,7 @@ from scorekit.estimators.ssm import SlicedScoreMatching
 from scorekit.hookspecs import Register, hookimpl
 from scorekit.networks.energy import energy_mlp
 from scorekit.networks.mlp import MLP
-from scorekit.samplers import HMC, AnnealedLangevin, Langevin
+from scorekit.samplers import HMC, AnnealedHMC, AnnealedLangevin, ConsistentAnnealed, Langevin, PredictorCorrector
 
 
 @hookimpl
@@ -30,6 +30,9 @@ def register_samplers(register: Register) -> None:
     register("langevin", Langevin)
     register("annealed_langevin", AnnealedLangevin)
     register("hmc", HMC)
+    register("annealed_hmc", AnnealedHMC)
+    register("consistent_annealed", ConsistentAnnealed)
+    register("predictor_corrector", PredictorCorrector)
 
 
 @hookimpl

@@ -46,6 +46,12 @@ def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None
         raise ValueError(f"option '{attribute.name}' must be a number in [0, 1], got {value!r}")
 
 
+def positive_fraction(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must lie in (0, 1] (a fraction that may be all of it but not nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"option '{attribute.name}' must be a number in (0, 1], got {value!r}")
+
+
 def one_of(*choices: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
     """Value must be one of ``choices``."""
 

@@ -72,6 +72,29 @@ def test_builtin_samplers_keep_the_contract(host, name, options):
     assert {"shape", "determinism", "callback", "moves_to_target", "options"} <= set(report.passed)
 
 
+#: from 10 to 0.1: the samplers that take one or a few steps per level (consistent_annealed,
+#: predictor_corrector) follow the score from +10 only when the largest sigma is of that order
+WIDE_SIGMAS = geometric_sigmas(10.0, 0.1, 8)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("annealed_hmc", {"step_size": 0.05, "steps_per_level": 3, "n_leapfrog": 3}),  # Metropolis, on the energy
+        ("annealed_hmc", {"metropolis": False, "step_size": 0.05, "steps_per_level": 3, "n_leapfrog": 3}),
+        ("consistent_annealed", {}),
+        ("predictor_corrector", {}),
+        ("predictor_corrector", {"corrector_steps": 0, "final_denoise": False, "norms": "example"}),
+    ],
+    ids=["annealed_hmc-metropolis", "annealed_hmc-unadjusted", "consistent_annealed", "predictor_corrector",
+         "predictor_corrector-predictor-only"],
+)
+def test_samplers_beyond_the_paper_keep_the_contract(host, name, options):
+    report = check_sampler(name, options=options, sigmas=WIDE_SIGMAS, host=host)
+    assert {"shape", "determinism", "callback", "moves_to_target", "initial_noise", "inpaint", "options"} <= set(
+        report.passed)
+
+
 def test_callback_fields_are_those_of_sampler_step():
     from scorekit.samplers import SamplerStep
 
@@ -248,6 +271,11 @@ def test_strategies_give_valid_schedules_shapes_and_batches(sigmas, shape, x):
     assert x.dtype == torch.float64 and 1 <= x.shape[0] <= 4 and x.ndim in (2, 4)
 
 
+#: options whose valid range depends on the sigmas (validate_composition checks them): drawn within
+#: what compose()'s default schedule (10 levels from 1 to 0.01) allows
+SCHEDULE_BOUND = {"consistent_annealed": {"step_size": st.floats(0.41, 1.0)}}
+
+
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_valid_options_compose_every_builtin_by_name(data, builtin_host):
@@ -255,7 +283,7 @@ def test_valid_options_compose_every_builtin_by_name(data, builtin_host):
     option handling, and reaches the component unchanged: the composed one equals the class built directly."""
     kind = data.draw(st.sampled_from(["estimator", "sampler"]))
     component = data.draw(st.sampled_from([c for c in builtin_host.components(kind) if attrs.has(c.factory)]))
-    options = data.draw(sks.valid_options(component.factory))
+    options = data.draw(sks.valid_options(component.factory, **SCHEDULE_BOUND.get(component.name, {})))
     names = {"estimator": None, "sampler": None, kind: component.name}
     model = scorekit.compose(network=StandardGaussianScore(), **names, **{f"{kind}_options": options}, host=builtin_host)
     assert getattr(model, kind) == component.factory(**options)

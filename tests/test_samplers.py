@@ -15,7 +15,15 @@ import scorekit
 import scorekit.builtin
 import scorekit.hookspecs
 from scorekit.errors import CompositionError, DataError, DivergenceError
-from scorekit.samplers import HMC, AnnealedLangevin, Langevin, SamplerStep
+from scorekit.samplers import (
+    HMC,
+    AnnealedHMC,
+    AnnealedLangevin,
+    ConsistentAnnealed,
+    Langevin,
+    PredictorCorrector,
+    SamplerStep,
+)
 from scorekit.score import ScoreFunction
 from scorekit.sigmas import geometric_sigmas
 from scorekit.targets import Gaussian, TargetEnergyNetwork, TargetScoreNetwork, paper_mixture
@@ -55,7 +63,9 @@ def test_registered_through_the_hook() -> None:
     pm.check_pending()
     found: dict[str, object] = {}
     pm.hook.register_samplers(register=lambda name, factory, *, replace=False: found.setdefault(name, factory))
-    assert found == {"langevin": Langevin, "annealed_langevin": AnnealedLangevin, "hmc": HMC}
+    assert found == {"langevin": Langevin, "annealed_langevin": AnnealedLangevin, "hmc": HMC,
+                     "annealed_hmc": AnnealedHMC, "consistent_annealed": ConsistentAnnealed,
+                     "predictor_corrector": PredictorCorrector}
 
 
 @pytest.mark.parametrize("package", ["samplers", "targets"])

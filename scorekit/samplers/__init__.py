@@ -8,13 +8,18 @@ its arguments as ``ScoreModel`` passes them: ``x_init`` a finite floating ``[B, 
 
 from scorekit.samplers.adaptation import DualAveraging, DualAveragingState, RunningVariance, window_schedule
 from scorekit.samplers.annealed import AnnealedLangevin
+from scorekit.samplers.annealed_hmc import AnnealedHMC
+from scorekit.samplers.consistent import ConsistentAnnealed
 from scorekit.samplers.hmc import HMC, HMCInfo, HMCState, HMCSummary, Potential
 from scorekit.samplers.info import SamplerStep
 from scorekit.samplers.inpaint import KnownEntries, check_mask
 from scorekit.samplers.langevin import Langevin, LangevinFamily, Level, run_levels
+from scorekit.samplers.predictor_corrector import PredictorCorrector
 
 __all__ = [
+    "AnnealedHMC",
     "AnnealedLangevin",
+    "ConsistentAnnealed",
     "DualAveraging",
     "DualAveragingState",
     "HMC",
@@ -26,6 +31,7 @@ __all__ = [
     "LangevinFamily",
     "Level",
     "Potential",
+    "PredictorCorrector",
     "RunningVariance",
     "SamplerStep",
     "check_mask",
