@@ -12,6 +12,7 @@ same run from the command line is ``scorekit train --preset ncsn-cifar10 --data 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 import scorekit
+from scorekit.cli import report_errors
 from scorekit.cli.outputs import save_samples
 from scorekit.training import RunConfig, TrainConfig, new_run_dir, train
 from scorekit.training.run_config import DataConfig, ModelConfig, SampleConfig, SigmaConfig
@@ -43,12 +45,18 @@ SMOKE = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run; returns the exit status (2 with one line on stderr for an error, as the
+    ``scorekit`` command does)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, help="folder holding cifar-10-batches-py/")
     parser.add_argument("--out", type=Path, help="run directory (default runs/ncsn-cifar10-<timestamp>)")
     parser.add_argument("--smoke", action="store_true", help="tiny run on a generated CIFAR-10 in the real format")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    return report_errors("ncsn_cifar10.py", lambda: run(args, parser), final=argv is None)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     setup = SMOKE if args.smoke else PAPER
     data_root = args.data_root
     if args.smoke:
@@ -97,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 import time
 from typing import Any
 
 import torch
 
 import scorekit
+from scorekit.cli import report_errors
 from scorekit.samplers import AnnealedLangevin, Langevin
 from scorekit.score import ScoreFunction
 from scorekit.targets import GaussianMixture, TargetScoreNetwork, paper_mixture
@@ -132,12 +134,20 @@ def fig2(mix: GaussianMixture, model: scorekit.ScoreModel, out: pathlib.Path, pl
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run; returns the exit status (2 with one line on stderr for an error, as the
+    ``scorekit`` command does)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 SSM iterations instead of 10,000 (a few seconds)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/toy_gmm_2d"), help="figure folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"argument --seed: must be an integer >= 0, got {args.seed}")
+    return report_errors("toy_gmm_2d.py", lambda: run(args), final=argv is None)
+
+
+def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plt = pyplot()
     mix = paper_mixture()
@@ -150,4 +160,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -45,6 +46,11 @@ def compose(
     names, bad options or sigmas, components that do not fit together) raises here.
     ``host`` is the plugin host to look names up in (default: the process-wide one).
     """
+    for kind, options in (("network", network_options), ("estimator", estimator_options),
+                          ("sampler", sampler_options)):
+        if options is not None and not isinstance(options, Mapping):
+            raise OptionError(f"{kind}_options must be a dict of option name -> value (or None), "
+                              f"got {type(options).__name__} {options!r:.60}")
     host = host or get_host()
     levels = as_sigmas(geometric_sigmas(1.0, 0.01, 10) if sigmas is PAPER_SIGMAS else sigmas)
     names: dict[str, str] = {}
@@ -71,6 +77,7 @@ def _make_network(
         if options:
             raise OptionError("network_options apply to a registered network name, not to a ready nn.Module")
         names["network"] = type(network).__name__
+        _check_forward(network, f"network {type(network).__name__}")
         return network
     if not isinstance(network, str):
         raise CompositionError(f"network must be a registered name or a torch.nn.Module, got {type(network).__name__}")
@@ -85,7 +92,24 @@ def _make_network(
     net = build(label, component.factory, options, hidden=("sigmas",))
     if not isinstance(net, nn.Module):
         raise CompositionError(f"{label} built a {type(net).__name__}; a network factory must return a torch.nn.Module")
+    _check_forward(net, label)
     return net
+
+
+def _check_forward(network: nn.Module, label: str) -> None:
+    """A score network is called as ``network(x, sigma)``: its ``forward`` must take those two arguments."""
+    try:
+        signature = inspect.signature(network.forward)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the first call will tell
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise CompositionError(
+            f"{label} has forward{signature}, but a score network is called as forward(x, sigma) "
+            "(sigma: a [B] tensor of noise levels, or None without sigmas) and returns a tensor shaped like x; "
+            "wrap the module, e.g. a forward(self, x, sigma) that calls it"
+        ) from None
 
 
 def _make_component(

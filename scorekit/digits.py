@@ -36,7 +36,7 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 def split_indices(n: int, holdout: float = HOLDOUT, split_seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """``(train, test)`` indices: a fixed permutation of ``range(n)`` whose first ``round(holdout * n)`` are the test split."""
-    if not 0 <= holdout < 1:
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
         raise DataError(f"digits: holdout must be a fraction in [0, 1), got {holdout!r}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_test = int(round(holdout * n))
@@ -65,6 +65,8 @@ def digits(root: str | Path | None = None, train: bool = True, holdout: float = 
     The images come with scikit-learn, so there is no ``root``: a path given anyway (``--data``)
     is an error rather than silently ignored.
     """
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        raise DataError(f"digits: split_seed must be an integer, got {split_seed!r}")
     if root is not None:
         raise DataError(
             f"dataset 'digits' is bundled with scikit-learn and reads no files, but a data root was given ({root}); "

@@ -46,6 +46,27 @@ class CheckpointError(ScorekitError):
     """A checkpoint file that cannot be used (missing, truncated, corrupt or of another run); names the file."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by a signal (SIGINT, SIGTERM or SIGHUP) after saving the last completed step.
+
+    A ``KeyboardInterrupt``, so that code which handles Ctrl-C handles preemption too.
+    ``signum`` is the signal; the trainer sets ``saved_step`` and ``checkpoint`` (None when
+    nothing could be saved). The ``scorekit`` command exits with ``128 + signum``.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+        self.saved_step: int | None = None
+        self.checkpoint: object | None = None
+        super().__init__(self.signal_name)
+
+
 # --- metrics (scorekit.metrics) ---
 
 class MetricsInputError(DataError):

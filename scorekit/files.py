@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-__all__ = ["atomic_copy", "atomic_torch_save", "atomic_write", "remove_stale_temporaries", "write_json"]
+__all__ = ["atomic_copy", "atomic_torch_save", "atomic_write", "link_or_copy", "remove_stale_temporaries", "write_json"]
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
@@ -40,13 +40,17 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
         with suppress(OSError):
             os.unlink(tmp)
         raise
-    with suppress(OSError):  # make the rename itself durable (POSIX; not possible everywhere)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    _sync_directory(path.parent)
+    return path
+
+
+def _sync_directory(directory: Path) -> None:
+    with suppress(OSError):  # make a rename durable (POSIX; not possible everywhere)
+        dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return path
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -58,6 +62,29 @@ def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Copy the file ``source`` to ``target`` atomically."""
     with open(source, "rb") as src:
         return atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Give the file ``source`` the second name ``target`` (replacing what ``target`` held), atomically.
+
+    A hard link where the file system has them (no data is copied: ``source`` is only ever
+    replaced by a rename, never written in place, so the two names keep the same content),
+    else an :func:`atomic_copy`.
+    """
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (FAT, some network file systems)
+        return atomic_copy(source, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _sync_directory(target.parent)
+    return target
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

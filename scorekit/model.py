@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from scorekit.batch_checks import check_batch, check_same_device_dtype
+from scorekit.batch_checks import check_batch, check_callback, check_generator, check_same_device_dtype
 from scorekit.errors import CompositionError, DataError, DivergenceError
 from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import check_known, check_mask
@@ -43,6 +43,8 @@ class ScoreModel(nn.Module):
         self.names = dict(names or {})
         self.score = ScoreFunction(network, label=f"network {self.names.get('network', type(network).__name__)!r}")
         self._materialized = False
+        # a state dict never replaces the noise levels the model was composed with
+        self.register_load_state_dict_pre_hook(_check_sigmas_on_load)
 
     def materialize(self, example: torch.Tensor) -> ScoreModel:
         """Call the network once, under ``torch.no_grad()``, on the first example of ``example``
@@ -84,7 +86,7 @@ class ScoreModel(nn.Module):
         with torch.no_grad():
             try:
                 self.score(x[:1], sigma)
-            except RuntimeError as exc:  # e.g. a layer sized for other data: say which input did it
+            except (RuntimeError, IndexError) as exc:  # e.g. a layer sized for other data: say which input did it
                 raise DataError(f"{self.score.label} failed on input of shape {tuple(x.shape)}: {exc}") from exc
         self._materialized = True
 
@@ -104,6 +106,7 @@ class ScoreModel(nn.Module):
             )
         x = check_batch(x)
         check_same_device_dtype(self.network, x)
+        check_generator(generator)
         self._materialize(x)
         per_example = self.estimator(self.score, x, sigmas=self._sigmas_for(x), generator=generator)
         if per_example.shape != x.shape[:1]:
@@ -143,6 +146,8 @@ class ScoreModel(nn.Module):
         sampler = self._require_sampler("sample")
         x_init = check_batch(x_init, "x_init")
         check_same_device_dtype(self.network, x_init, "x_init")
+        check_generator(generator)
+        check_callback(callback)
         self._materialize(x_init)
         return sampler(self.score, x_init, sigmas=self._sigmas_for(x_init), generator=generator, callback=callback)
 
@@ -152,6 +157,13 @@ class ScoreModel(nn.Module):
         init = getattr(sampler, "initial_noise", None)
         if init is None:
             raise CompositionError(f"sampler {self.names.get('sampler')!r} has no default initial noise; pass x_init")
+        if not isinstance(like, torch.Tensor) or like.ndim < 2 or like.shape[0] == 0 or not like.is_floating_point():
+            got = (f"{like.dtype} tensor of shape {tuple(like.shape)}" if isinstance(like, torch.Tensor)
+                   else type(like).__name__)
+            raise DataError(f"like must be a floating tensor [batch, ...] (the noise takes its shape, dtype and "
+                            f"device), got {got}")
+        check_same_device_dtype(self.network, like, "like")
+        check_generator(generator)
         return init(like, generator)
 
     def inpaint(
@@ -176,15 +188,71 @@ class ScoreModel(nn.Module):
                 f"sampler {self.names.get('sampler')!r} does not support inpainting; "
                 "use the Langevin family ('langevin' or 'annealed_langevin')"
             )
-        if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] == 0 or not y.is_floating_point():
+        if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[0] == 0 or not y.is_floating_point():
             raise DataError(f"y must be a floating tensor [batch, ...], got {getattr(y, 'shape', type(y).__name__)}")
         check_same_device_dtype(self.network, y, "y")
+        check_generator(generator)
+        check_callback(callback)
         mask = check_mask(mask, y)
         check_known(y, mask)
         if x_init is not None:
             x_init = check_batch(x_init, "x_init")
             if x_init.shape != y.shape:
                 raise DataError(f"x_init of shape {tuple(x_init.shape)} must have the shape of y, {tuple(y.shape)}")
+            check_same_device_dtype(self.network, x_init, "x_init")
         return inpaint(
             self.score, y, mask, x_init=x_init, sigmas=self._sigmas_for(y), generator=generator, callback=callback
+        )
+
+
+# --- loading weights ----------------------------------------------------------------------
+
+
+def _levels(t: torch.Tensor) -> str:
+    values = [f"{v:.4g}" for v in t.detach().double().cpu().flatten().tolist()]
+    shown = values if len(values) <= 5 else values[:3] + ["...", values[-1]]
+    return f"{len(values)} levels [{', '.join(shown)}]"
+
+
+def _sigma_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's noise-level tables: every buffer (or frozen parameter) named ``sigmas``, by state-dict name."""
+    found = {name: t for name, t in module.named_buffers() if name.rsplit(".", 1)[-1] == "sigmas"}
+    found.update({name: p for name, p in module.named_parameters()
+                  if name.rsplit(".", 1)[-1] == "sigmas" and not p.requires_grad})
+    return found
+
+
+def _check_sigmas_on_load(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: a state dict whose noise levels differ from the model's is an error.
+
+    Loading it would replace the composed sigmas (the model's buffer, or a network's own
+    copy) without a word, and every loss and sample would then use other levels. Holds for
+    ``strict=False`` too: that leaves keys out, it does not accept conflicting values.
+    A state dict without the key keeps the model's own levels.
+    """
+    own = _sigma_tensors(module)
+    for name, current in own.items():
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        incoming = state_dict[key]
+        if not isinstance(incoming, torch.Tensor):
+            raise CompositionError(f"the state dict's noise levels {key!r} must be a tensor, "
+                                   f"got {type(incoming).__name__} {incoming!r:.60}")
+        if current.is_meta or incoming.is_meta:
+            continue  # meta tensors hold no values to compare
+        same = incoming.shape == current.shape and torch.allclose(
+            incoming.detach().double().cpu(), current.detach().double().cpu(), rtol=1e-6, atol=0.0)
+        if not same:
+            raise CompositionError(
+                f"the state dict's noise levels {key!r} ({_levels(incoming)}) differ from this model's "
+                f"({_levels(current)}); loading them would replace the sigmas the model was composed with. "
+                "Compose the model with the sigmas the weights were trained with (e.g. the run's model.sigmas), "
+                f"or remove {key!r} from the state dict to keep this model's levels"
+            )
+    key = prefix + "sigmas"
+    if isinstance(module, ScoreModel) and module.sigmas is None and isinstance(state_dict.get(key), torch.Tensor):
+        raise CompositionError(
+            f"the state dict holds noise levels {key!r} ({_levels(state_dict[key])}) but this model was composed "
+            "without sigmas (unconditional); compose it with those sigmas to load these weights"
         )

@@ -34,6 +34,16 @@ def non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> N
         raise ValueError(f"option '{attribute.name}' must be an integer >= 0, got {value!r}")
 
 
+#: the largest seed accepted: what every generator (torch, numpy's SeedSequence) takes
+MAX_SEED = 2**63 - 1
+
+
+def seed_value(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be an int in [0, 2**63 - 1]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"option '{attribute.name}' must be an integer in [0, 2**63 - 1], got {value!r}")
+
+
 def probability(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Value must lie strictly between 0 and 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
@@ -66,6 +76,12 @@ def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Value must be True or False (not a truthy string)."""
     if not isinstance(value, bool):
         raise ValueError(f"option '{attribute.name}' must be True or False, got {value!r}")
+
+
+def string(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Value must be a str."""
+    if not isinstance(value, str):
+        raise ValueError(f"option '{attribute.name}' must be a string, got {value!r}")
 
 
 def optional(validator: Callable[[Any, attrs.Attribute, Any], None]) -> Callable[[Any, attrs.Attribute, Any], None]:

@@ -45,9 +45,10 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    full = r"no space left on the device of .*run while writing last\.pt \(.* free\); the previous last\.pt is intact"
+    with pytest.raises(CheckpointError, match=full):
         save_checkpoint(path, model=model, step=99)
-    with pytest.raises(OSError, match="No space left"):  # the trainer's own checkpoint at step 6
+    with pytest.raises(CheckpointError, match=full):  # the trainer's own checkpoint at step 6
         train(model, data(), attrs.evolve(CFG, n_iters=6), tmp_path / "run", run_config=attrs.evolve(rc, train=attrs.evolve(CFG, n_iters=6)), progress=False)
     monkeypatch.undo()
     assert path.read_bytes() == good
@@ -66,14 +67,16 @@ def test_a_leftover_temporary_file_is_ignored_and_removed(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_a_damaged_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, damage):
-    _, rc, path = trained(tmp_path)
+    cfg = attrs.evolve(CFG, keep_checkpoints=1)  # no older checkpoint to fall back to
+    _, rc, path = trained(tmp_path, cfg)
     good = path.read_bytes()
     bad = {"truncate": good[: len(good) // 2], "garbage": b"\x00not a checkpoint" * 10, "empty": b""}[damage]
     path.write_bytes(bad)
-    with pytest.raises(CheckpointError, match=r"last\.pt cannot be read: it is truncated or corrupt.*new run"):
+    with pytest.raises(CheckpointError, match=r"last\.pt cannot be read: it is truncated or corrupt.*"
+                                              r"no other checkpoint of this run exists.*new run"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"last\.pt cannot be read"):  # resuming does not overwrite it
-        train(build_model(rc), data(), CFG, path.parent, run_config=rc, progress=False)
+        train(build_model(rc), data(), cfg, path.parent, run_config=rc, progress=False)
     assert path.read_bytes() == bad
 
 

@@ -94,6 +94,9 @@ def test_evaluate_without_samples_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", str(out)]) == 2
     assert "no samples.pt" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["sample", str(tmp_path / "empty")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 
 

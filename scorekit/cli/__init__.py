@@ -7,6 +7,6 @@
 - :mod:`~scorekit.cli.heap`: the glibc heap setting the command applies to itself.
 """
 
-from scorekit.cli.command import main
+from scorekit.cli.command import main, report_errors
 
-__all__ = ["main"]
+__all__ = ["main", "report_errors"]

@@ -3,14 +3,22 @@
 A run is ``--preset NAME`` plus an optional config file (TOML; YAML only through
 ``yaml.safe_load``) plus ``section.key=value`` overrides, and writes everything to its
 own directory (``--out DIR``, default ``runs/<name>-<timestamp>/``).
+
+Every error scorekit reports ends the command with exit status 2 and one line on stderr
+(:func:`report_errors`, which the examples use too); a signal that stops training ends it
+with ``128 + signal`` after saving the last completed step.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
@@ -18,20 +26,74 @@ import scorekit
 from scorekit.cli import outputs
 from scorekit.cli.config_files import resolve, to_toml
 from scorekit.cli.heap import keep_freed_memory
-from scorekit.errors import ScorekitError
-from scorekit.files import write_json
+from scorekit.errors import CheckpointError, DataError, ScorekitError
+from scorekit.files import atomic_write, write_json
 from scorekit.options import option_defaults
 from scorekit.plugins import get_host
-from scorekit.training import build_model, load_model_from_checkpoint, new_run_dir, train
+from scorekit.training import build_model, distributed, new_run_dir, train
+from scorekit.training.build import model_from_checkpoint
+from scorekit.training.checkpoint import load_checkpoint, load_latest_checkpoint
 from scorekit.training.run_config import RunConfig
+from scorekit.validators import MAX_SEED
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """``-n``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer in [0, 2**63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def _out_dir(text: str) -> str:
+    """``--out``: a new directory, or an existing one to resume; never an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; --out names a run directory (a new one, or one to resume)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is inside {parent}, which is a file, not a directory")
+    return text
+
+
+def _run_dir(text: str) -> Path:
+    """``RUN_DIR`` of sample / inpaint / evaluate: an existing directory."""
+    path = Path(text)
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}; pass a run directory written by scorekit train")
+    return path
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a registered preset (see `scorekit plugins`), e.g. ncsn-digits")
     p.add_argument("--config", metavar="FILE", help="a TOML config file applied on top of the preset")
     p.add_argument("--data", metavar="PATH", help="dataset root, or a folder of images with data.name=folder")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>-<timestamp>/; an existing one resumes)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.n_iters=1000")
+    p.add_argument("--out", metavar="DIR", type=_out_dir,
+                   help="run directory (default: runs/<name>-<timestamp>/; an existing one resumes)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides, e.g. train.n_iters=1000 (before or after the options)")
     _add_weights_argument(p)
 
 
@@ -41,7 +103,7 @@ def _add_weights_argument(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scorekit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="scorekit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scorekit {scorekit.__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a composition; writes checkpoints, grids, metrics and samples")
@@ -53,17 +115,18 @@ def _parser() -> argparse.ArgumentParser:
                        ("inpaint", "fill in the hidden right half of held-out images"),
                        ("evaluate", "compute metrics of a run's samples; writes metrics.json")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run_dir", type=Path)
+        p.add_argument("run_dir", type=_run_dir)
         if name != "evaluate":
             default = "the run's sample.n_samples" if name == "sample" else "16"
-            p.add_argument("-n", type=int, default=None, help=f"number of images (default: {default})")
-            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("-n", type=_count, default=None, help=f"number of images, >= 1 (default: {default})")
+            p.add_argument("--seed", type=_seed, default=0, help="seed of the draws, >= 0 (default: 0)")
         p.add_argument("--raw-weights", action="store_true", help="use the raw weights even when EMA weights exist")
         p.add_argument("--checkpoint", default="last", choices=["last", "best"],
                        help="last.pt, or best.pt (lowest FID at a checkpoint, with train.fid_samples)")
         if name == "evaluate":
             _add_weights_argument(p)
     sub.add_parser("plugins", help="list every component with its kind, owning plugin and options")
+    parser.subcommands = sub.choices  # type: ignore[attr-defined]
     return parser
 
 
@@ -85,24 +148,32 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunConfig]:
     host = get_host()
     cfg = resolve(host, args.preset, args.config, args.overrides, args.data)
-    run_dir = Path(args.out) if args.out else new_run_dir(cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(to_toml(cfg.to_dict()))
-    write_json(run_dir / "config.json", cfg.to_dict())
-    train_set = outputs.load_dataset(host, cfg.data, train=True)
-    holdout = outputs.load_dataset(host, cfg.data, train=False)
-    first = outputs.stack(train_set, limit=cfg.train.batch_size)
-    outputs.check_pixels(first, cfg.sample.clamp, f"dataset {cfg.data.name!r}")
-    model = build_model(cfg, host)
+    # everything that can be wrong with the config or the data fails here, before a directory exists
+    model, train_set, holdout, fid = _prepare(host, cfg, args.inception_weights)
+    run_dir, created = _make_run_dir(args.out, cfg.name)
     print(f"run directory: {run_dir}\nmodel: {model}")
-    fid = {}
-    if cfg.train.fid_samples:
-        from scorekit.cli.evaluate import checkpoint_fid, extractor_for
+    stepped = False
 
-        hook = checkpoint_fid(cfg, outputs.stack(train_set), extractor=extractor_for(train_set),
-                              weights_path=args.inception_weights)
-        fid = {"on_checkpoint": hook, "best_metric": "fid"}
-    train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, **fid)
+    def started(step: int, checkpoint: Path | None) -> None:
+        # the run is known to start (its checkpoint, if any, accepted): only now does the directory describe it
+        toml = to_toml(cfg.to_dict()).encode("utf-8")
+        atomic_write(run_dir / "config.toml", lambda f: f.write(toml))
+        write_json(run_dir / "config.json", cfg.to_dict())
+        if checkpoint is not None:
+            older = "" if checkpoint.name == "last.pt" else f" ({checkpoint.name})"
+            print(f"resuming {run_dir} from step {step}{older}")
+
+    def first_step(info: Any) -> None:
+        nonlocal stepped
+        stepped = True
+
+    try:
+        train(model, train_set, cfg.train, run_dir, run_config=cfg, holdout=holdout, on_start=started,
+              callback=first_step, **fid)
+    except Exception:
+        if created is not None and not stepped:  # a run that never took a step leaves nothing behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     if fid:
         from scorekit.cli.evaluate import plot_history
 
@@ -112,36 +183,103 @@ def _train(args: argparse.Namespace, *, final_samples: bool) -> tuple[Path, RunC
     return run_dir, cfg
 
 
-def _load(run_dir: Path, raw: bool, checkpoint: str = "last"):
-    path = run_dir / f"{checkpoint}.pt"
-    if not path.is_file():
-        hint = ("best.pt is written only with train.fid_samples > 0" if checkpoint == "best"
-                else f"train first: scorekit train --out {run_dir} ...")
-        raise ScorekitError(f"{run_dir} has no checkpoint {path.name}; {hint}")
-    return load_model_from_checkpoint(path, get_host(), ema=False if raw else None)
+def _prepare(host: Any, cfg: RunConfig, weights: str | None) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The model, the two splits and the FID hook of a run, every part of them checked: the datasets with
+    their options, the first batch (readable, one shape, pixels in range), the composition, and one forward
+    pass of (a copy of) the network on one example."""
+    train_set = outputs.load_dataset(host, cfg.data, train=True)
+    holdout = outputs.load_dataset(host, cfg.data, train=False)
+    first = outputs.stack(train_set, limit=cfg.train.batch_size, what=f"dataset {cfg.data.name!r}")
+    held = outputs.stack(holdout, limit=1, what=f"the held-out split of dataset {cfg.data.name!r}")
+    if held.shape[1:] != first.shape[1:]:
+        raise DataError(f"dataset {cfg.data.name!r}: held-out examples of shape {tuple(held.shape[1:])} differ from "
+                        f"the training examples, {tuple(first.shape[1:])}")
+    outputs.check_pixels(first, cfg.sample.clamp, f"dataset {cfg.data.name!r}")
+    distributed.device_for(distributed.detect(), cfg.train.device)  # 'cuda' without CUDA fails now, not later
+    model = build_model(cfg, host)
+    with torch.random.fork_rng(devices=[]):  # a copy: the run's own model is sized by the trainer, from its seed
+        copy.deepcopy(model).eval().materialize(first[:1])
+    fid: dict[str, Any] = {}
+    if cfg.train.fid_samples:
+        from scorekit.cli.evaluate import checkpoint_fid, extractor_for
+
+        hook = checkpoint_fid(cfg, outputs.stack(train_set), extractor=extractor_for(train_set), weights_path=weights)
+        fid = {"on_checkpoint": hook, "best_metric": "fid"}
+    n = len(train_set)
+    if n < cfg.train.batch_size:
+        raise DataError(f"dataset {cfg.data.name!r} has {n} training examples, fewer than "
+                        f"train.batch_size={cfg.train.batch_size}; lower train.batch_size or use more data")
+    return model, train_set, holdout, fid
 
 
-def _like(host, cfg: RunConfig) -> torch.Tensor:
+def _make_run_dir(out: str | None, name: str) -> tuple[Path, Path | None]:
+    """The run directory, and the topmost directory this call created (None when it existed: a resume)."""
+    if out is None:
+        run_dir = new_run_dir(name)
+        return run_dir, run_dir
+    run_dir = Path(out)
+    created = None
+    for candidate in [run_dir, *run_dir.parents]:
+        if candidate.exists():
+            break
+        created = candidate
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, created
+
+
+def _load(run_dir: Path, raw: bool, checkpoint: str = "last") -> tuple[Any, RunConfig, dict[str, Any]]:
+    """The model of a run's ``last.pt`` (the newest readable checkpoint, with a warning when that is an older
+    one) or ``best.pt``, its config and the checkpoint itself."""
+    if checkpoint == "best":
+        path = run_dir / "best.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{run_dir} has no checkpoint best.pt; it is written only with train.fid_samples > 0 "
+                                  "(use --checkpoint last)")
+        ckpt = load_checkpoint(path)
+    else:
+        found = load_latest_checkpoint(run_dir)
+        if found is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint last.pt; train first: "
+                                  f"scorekit train --out {run_dir} ...")
+        ckpt, path, skipped = found
+        for bad, error in skipped:
+            reason = getattr(error, "reason", None) or " ".join(str(error).split())[:200]
+            print(f"warning: {bad} cannot be read ({reason}); using {path.name} (step {ckpt['step']}), the newest "
+                  "readable checkpoint of this run", file=sys.stderr)
+    model, cfg = model_from_checkpoint(ckpt, path, get_host(), ema=False if raw else None)
+    return model, cfg, ckpt
+
+
+def _like(host: Any, cfg: RunConfig, ckpt: dict[str, Any], model: Any) -> torch.Tensor:
+    """One example-shaped tensor: from the checkpoint (no data needed), else the first held-out example."""
+    shape = ckpt.get("example_shape")
+    if shape is not None:
+        param = next(model.parameters(), None)
+        return torch.zeros(1, *shape, dtype=param.dtype if param is not None else torch.get_default_dtype())
     return outputs.stack(outputs.load_dataset(host, cfg.data, train=False), limit=1)
 
 
 def _sample(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
     import attrs
 
-    model, cfg = _load(run_dir, raw, checkpoint)
+    model, cfg, ckpt = _load(run_dir, raw, checkpoint)
     sample_cfg = attrs.evolve(cfg.sample, seed=seed)
-    samples = outputs.sample_images(model, _like(get_host(), cfg), sample_cfg, n=n)
+    samples = outputs.sample_images(model, _like(get_host(), cfg, ckpt, model), sample_cfg, n=n)
     outputs.save_samples(run_dir, samples, cfg.sample.grid_size)
     print(f"wrote {samples.shape[0]} samples to {run_dir / 'samples.pt'} and {run_dir / 'samples.png'}")
     return run_dir / "samples.pt"
 
 
 def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str = "last") -> Path:
-    model, cfg = _load(run_dir, raw, checkpoint)
-    images = outputs.stack(outputs.load_dataset(get_host(), cfg.data, train=False), limit=n or 16)
+    model, cfg, _ = _load(run_dir, raw, checkpoint)
+    holdout = outputs.load_dataset(get_host(), cfg.data, train=False)
+    available = len(holdout)
+    if n is not None and n > available:
+        raise DataError(f"-n {n} asks for more images than the {available} held-out images of dataset "
+                        f"{cfg.data.name!r}; pass -n {available} or fewer")
+    images = outputs.stack(holdout, limit=16 if n is None else n, what=f"the held-out split of {cfg.data.name!r}")
     mask, filled = outputs.inpaint_images(model, images, seed=seed)
-    torch.save({"images": images, "mask": mask, "inpainted": filled}, run_dir / "inpaint.pt")
-    outputs.save_grid(torch.cat([images, images * mask, filled]), run_dir / "inpaint.png", nrow=len(images))
+    outputs.save_inpainting(run_dir, images, mask, filled)
     print(f"wrote {run_dir / 'inpaint.png'} (rows: original, right half hidden, inpainted)")
     return run_dir / "inpaint.png"
 
@@ -149,7 +287,7 @@ def _inpaint(run_dir: Path, n: int | None, seed: int, raw: bool, checkpoint: str
 def _evaluate(run_dir: Path, raw: bool, checkpoint: str = "last", weights: str | None = None) -> dict:
     from scorekit.cli import evaluate as evaluation
 
-    model, cfg = _load(run_dir, raw, checkpoint)
+    model, cfg, _ = _load(run_dir, raw, checkpoint)
     report = evaluation.evaluate_run(run_dir, model, cfg, get_host(), weights_path=weights)
     print(evaluation.format_report(report))
     return report
@@ -188,15 +326,67 @@ COMMANDS = {"plugins": cmd_plugins, "train": cmd_train, "run": cmd_run, "sample"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    keep_freed_memory()  # large temporaries stay in the heap instead of page-faulting in each step
+    """The ``scorekit`` command; returns the exit status (0, 2 for an error, 128 + signal when stopped)."""
+    parser = _parser()
     try:
-        return COMMANDS[args.command](args)
-    except ScorekitError as exc:
-        print(f"scorekit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"scorekit {args.command}: interrupted; the last checkpoint is kept, run the same command to resume",
-              file=sys.stderr)
-        return 130
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # overrides written after an option (`--out DIR train.n_iters=5`) land here
+            sub = parser.subcommands[args.command]  # type: ignore[attr-defined]
+            if args.command not in ("train", "run") or any(item.startswith("-") for item in extra):
+                sub.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = [*args.overrides, *extra]
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error (already printed, one line)
+        return exc.code if isinstance(exc.code, int) else 2
+    keep_freed_memory()  # large temporaries stay in the heap instead of page-faulting in each step
+    # argv None: the process's own arguments, so the process ends when this returns
+    return report_errors(f"scorekit {args.command}", lambda: COMMANDS[args.command](args), final=argv is None)
 
+
+def report_errors(prog: str, action: Callable[[], int | None], *, final: bool = False) -> int:
+    """Run ``action()`` and return its exit status, reporting what goes wrong the way the command does.
+
+    An error scorekit reports (:class:`~scorekit.errors.ScorekitError`) or the operating
+    system raises (a full disk, a missing or unwritable path) prints one line,
+    ``<prog>: error: <message>``, on stderr and returns 2; Ctrl-C, SIGTERM or SIGHUP
+    return ``128 + signal`` after one line saying what was saved. The examples end the
+    same way: ``sys.exit(report_errors("examples/x.py", run, final=True))``. ``final``: the
+    process ends right after, so once interrupted it ignores further signals (a second
+    Ctrl-C would otherwise break the exit with a traceback).
+    """
+    try:
+        status = action()
+        return 0 if status is None else status
+    except (ScorekitError, OSError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        if final:
+            _ignore_signals()
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        name = getattr(exc, "signal_name", "SIGINT")
+        saved, checkpoint = getattr(exc, "saved_step", None), getattr(exc, "checkpoint", None)
+        if checkpoint is not None:
+            what = f"saved step {saved} to {checkpoint}; run the same command to resume"
+        elif saved is not None:
+            what = f"the checkpoint of step {saved} is kept; run the same command to resume"
+        else:
+            what = "stopped"
+        print(f"{prog}: interrupted by {name}; {what}", file=sys.stderr)
+        return 128 + signum
+
+
+def _ignore_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and not isinstance(exc, ScorekitError) and exc.filename is not None:
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}" + (
+            f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return text or type(exc).__name__

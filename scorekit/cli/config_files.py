@@ -54,9 +54,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if loader is None:
         raise OptionError(f"config file {path}: unknown format {path.suffix!r}; use one of {', '.join(loaders)}")
     try:
-        return _flatten(loader(text))
+        table = loader(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise OptionError(f"config file {path} could not be parsed: {exc}") from exc
+        raise OptionError(f"config file {path} could not be parsed: {' '.join(str(exc).split())}") from exc
+    if not isinstance(table, Mapping):
+        raise OptionError(f"config file {path} must hold a table of sections (e.g. [train]), "
+                          f"got a {type(table).__name__}: {table!r:.60}")
+    return _flatten(table)
 
 
 def _safe_yaml(text: str) -> dict[str, Any]:

@@ -32,7 +32,13 @@ def evaluate_run(run_dir: str | Path, model: ScoreModel, cfg: RunConfig, host: P
     path = run_dir / "samples.pt"
     if not path.is_file():
         raise DataError(f"{run_dir} has no samples.pt; draw them first: scorekit sample {run_dir}")
-    samples = torch.load(path, weights_only=True)
+    try:
+        samples = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated, corrupt or not a tensor file: RuntimeError, EOFError, pickle errors, ...
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Check the doc")]
+        reason = (lines[-1] if lines else "empty file")[:200]
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}: {reason}); draw the samples again: "
+                        f"scorekit sample {run_dir}") from exc
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
         raise DataError(f"{path} must hold a float tensor N x C x H x W, got {getattr(samples, 'shape', type(samples))}")
     train_set = outputs.load_dataset(host, cfg.data, train=True)

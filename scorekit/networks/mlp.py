@@ -71,7 +71,7 @@ class MLP(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        h = x.flatten(1)
+        h = x.reshape(x.shape[0], -1)  # [B] data: B examples of one feature
         if self.body is None:
             self._build(h.shape[1], device=x.device, dtype=x.dtype)
         if h.shape[1] != self.dim:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 from scorekit.api import compose
-from scorekit.errors import CheckpointError
+from scorekit.errors import CheckpointError, CompositionError
 from scorekit.model import ScoreModel
 from scorekit.plugins import PluginHost
 from scorekit.training.checkpoint import checkpoint_config, load_checkpoint
@@ -50,6 +51,18 @@ def load_model_from_checkpoint(
     weights. The model comes back in eval mode, on ``map_location``.
     """
     ckpt = load_checkpoint(path, map_location=map_location)
+    return model_from_checkpoint(ckpt, path, host, ema=ema, map_location=map_location)
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any],
+    path: str | os.PathLike,
+    host: PluginHost | None = None,
+    *,
+    ema: bool | None = None,
+    map_location: str | torch.device | None = "cpu",
+) -> tuple[ScoreModel, RunConfig]:
+    """:func:`load_model_from_checkpoint` on a checkpoint already read (``path`` names it in messages)."""
     run_config = checkpoint_config(ckpt, path)
     model = build_model(run_config, host)
     state = dict(ckpt["model"])
@@ -61,7 +74,7 @@ def load_model_from_checkpoint(
         state.update(ckpt["ema"]["shadow"])
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, CompositionError) as exc:
         raise CheckpointError(
             f"the weights in {path} do not fit the model built from its own config ({exc}); was a plugin "
             "that provides the network changed since the run?"

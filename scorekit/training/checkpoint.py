@@ -5,14 +5,22 @@ written with :func:`scorekit.files.atomic_torch_save` (a temporary file in the s
 directory, ``fsync``, ``os.replace``), so a crash or a full disk leaves the previous
 checkpoint as it was. :func:`load_checkpoint` reads with
 ``weights_only=True`` (no arbitrary pickles) and turns every failure into a
-:class:`~scorekit.errors.CheckpointError` that names the file.
+:class:`~scorekit.errors.CheckpointError` that names the file. A full disk while writing is
+a :class:`~scorekit.errors.CheckpointError` naming the directory and its free space.
+
+A run directory holds ``last.pt`` (the newest) and the checkpoints before it as
+``ckpt_<step>.pt`` (``TrainConfig.keep_checkpoints``); :func:`load_latest_checkpoint`
+falls back to the newest readable one when ``last.pt`` is damaged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,6 +36,8 @@ from scorekit.training.data import DataOrder
 from scorekit.training.ema import EMA
 from scorekit.training.run_config import RunConfig
 
+#: the older checkpoints of a run directory, beside ``last.pt``
+CKPT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 FORMAT = "scorekit-checkpoint"
 VERSION = 1
 _REQUIRED = ("format", "version", "step", "model", "optimizer", "ema", "rng", "config")
@@ -121,7 +131,89 @@ def save_checkpoint(
         "scorekit_version": scorekit.__version__,
         **extra,
     }
-    return atomic_torch_save(payload, path)
+    with writing_checkpoint(path):
+        return atomic_torch_save(payload, path)
+
+
+@contextmanager
+def writing_checkpoint(path: str | os.PathLike) -> Iterator[None]:
+    """A failed write of the checkpoint ``path`` becomes a :class:`CheckpointError` naming the directory and,
+    for a full disk, its free space (the atomic write has left the previous file as it was)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        error = _write_error(Path(path), exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _write_error(path: Path, exc: BaseException) -> CheckpointError | None:
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+               for e in chain)
+    if isinstance(exc, RuntimeError) and not full and not any(
+            word in str(exc) for word in ("inline_container", "write", "unexpected pos")):
+        return None  # not a failed write
+    try:
+        free = _size(shutil.disk_usage(path.parent).free)
+    except OSError:
+        free = "unknown"
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+    if full:
+        return CheckpointError(
+            f"no space left on the device of {path.parent} while writing {path.name} ({free} free); {kept}. "
+            "Free some space there (or move the run directory to a larger disk) and run the same command to resume"
+        )
+    return CheckpointError(f"could not write {path} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                           f"{kept}; {free} free on its device")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
+    """A run directory's checkpoints, newest first: ``last.pt``, then ``ckpt_<step>.pt`` by descending step."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    older = sorted(((int(m.group(1)), p) for p in run_dir.iterdir() if (m := CKPT_NAME.match(p.name))), reverse=True)
+    last = run_dir / "last.pt"
+    return ([last] if last.is_file() else []) + [p for _, p in older]
+
+
+def load_latest_checkpoint(
+    run_dir: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> tuple[dict[str, Any], Path, list[tuple[Path, CheckpointError]]] | None:
+    """The newest readable checkpoint of a run directory: ``(ckpt, path, skipped)``, or None when it holds none.
+
+    ``last.pt`` first; when it cannot be read (truncated, corrupt, foreign), the
+    ``ckpt_<step>.pt`` beside it from the newest down. ``skipped`` lists the files that
+    were tried and could not be read, with their errors; the caller warns about them.
+    When there are checkpoints but none can be read, raises the error of ``last.pt``
+    (or of the newest), saying that the older ones failed too.
+    """
+    files = checkpoint_files(run_dir)
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for path in files:
+        try:
+            return load_checkpoint(path, map_location=map_location), path, skipped
+        except CheckpointError as exc:
+            skipped.append((path, exc))
+    if not skipped:
+        return None
+    _, error = skipped[0]
+    if len(skipped) == 1:
+        raise error
+    others = ", ".join(p.name for p, _ in skipped[1:])
+    raise CheckpointError(f"{error} (the older checkpoints {others} cannot be read either)") from error
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -159,12 +251,19 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     # torch's weights-only messages are long and suggest weights_only=False; keep the line that says what failed
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Check the doc")]
     reason = (lines[-1] if lines else "empty file")[:200]
-    return CheckpointError(
+    # suggest only the files that are there
+    others = [p.name for p in sorted(path.parent.glob("*.pt"))
+              if p != path and (p.name in ("last.pt", "best.pt") or CKPT_NAME.match(p.name))]
+    where = (f"the run's other checkpoints ({', '.join(others)})" if others
+             else "no other checkpoint of this run exists")
+    error = CheckpointError(
         f"checkpoint {path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: {reason}). "
         "scorekit writes checkpoints atomically, so the file was damaged afterwards (an interrupted copy, "
-        "a full disk, ...). It was left untouched: restore it from a copy, use another checkpoint of the "
-        "run (best.pt, ckpt_<step>.pt), or start a new run in a new directory"
+        f"a full disk, ...). It was left untouched; {where}. Restore it from a copy, or start a new run "
+        "in a new directory"
     )
+    error.reason = f"truncated or corrupt: {type(exc).__name__}: {reason}"  # type: ignore[attr-defined]
+    return error
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> RunConfig:

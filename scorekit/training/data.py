@@ -41,9 +41,14 @@ def example(item: Any) -> torch.Tensor:
     return item
 
 
-def collate(items: Sequence[Any]) -> torch.Tensor:
-    """Stack the examples of a batch (labels, if any, are dropped)."""
-    return torch.stack([example(item) for item in items])
+def collate(items: Sequence[Any], what: str = "the dataset") -> torch.Tensor:
+    """Stack the examples of a batch (labels, if any, are dropped); examples of different shapes are a DataError."""
+    tensors = [example(item) for item in items]
+    shapes = sorted({tuple(t.shape) for t in tensors})
+    if len(shapes) > 1:
+        raise DataError(f"{what} holds examples of different shapes, e.g. {shapes[0]} and {shapes[1]}; every "
+                        "example must have one shape (an image folder: set data.options.image_size to resize them)")
+    return torch.stack(tensors)
 
 
 def fetch(dataset: Data, indices: torch.Tensor) -> torch.Tensor:

@@ -65,10 +65,12 @@ def device_for(env: DistEnv, requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise OptionError(f"TrainConfig.device={requested!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
+        raise OptionError(f"train.device (TrainConfig.device) = {requested!r} is not a torch device; "
+                          "use 'auto', 'cpu' or 'cuda'") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise OptionError("TrainConfig.device='cuda' but CUDA is not available here; use device='auto' or 'cpu'")
+            raise OptionError(f"train.device (TrainConfig.device) = {requested!r} but CUDA is not available here; "
+                              "use 'auto' or 'cpu'")
         if device.index is None:
             device = torch.device("cuda", env.local_rank if env.active else torch.cuda.current_device())
     return device

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from scorekit.batch_checks import check_batch
-from scorekit.errors import DivergenceError
+from scorekit.errors import DataError, DivergenceError
 from scorekit.estimators.dsm import DenoisingScoreMatching
 from scorekit.files import atomic_write
 from scorekit.model import ScoreModel
@@ -40,7 +40,7 @@ def heldout_loss(model: ScoreModel, holdout: Data, *, batch_size: int = 128, see
     """
     n = dataset_size(holdout)
     if n == 0:
-        raise ValueError("the held-out set is empty")
+        raise DataError("the held-out set is empty")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
@@ -130,6 +130,11 @@ class MetricsLog:
         line = json.dumps({"kind": kind, "step": step, **values}, default=_plain)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+    def reset(self) -> None:
+        """Start an empty log (a fresh run: lines of a run that died before its first checkpoint are dropped)."""
+        if self.enabled and self.path.exists():
+            atomic_write(self.path, lambda f: None)
 
     def truncate_after(self, step: int) -> None:
         """Drop the lines of steps after ``step`` (logged by a run that then died before its next checkpoint)."""

@@ -18,6 +18,7 @@ from scorekit.options import closest
 from scorekit.sigmas import as_sigmas, geometric_sigmas
 from scorekit.training.schedules import LR_SCHEDULES
 from scorekit.validators import (
+    as_pair,
     boolean,
     frozen,
     non_negative_int,
@@ -26,8 +27,18 @@ from scorekit.validators import (
     positive,
     positive_int,
     probability,
+    seed_value,
+    string,
     value_range,
 )
+
+
+def _run_name(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    from scorekit.training.run_dir import _NAME
+
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"option 'name' (the run directory's stem) must be letters, digits, '.', '_' or '-', "
+                         f"starting with a letter or digit (no path separators), got {value!r}")
 
 
 def _dict(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -42,7 +53,23 @@ class SigmaConfig:
     first: float = attrs.field(default=1.0, validator=positive)
     last: float = attrs.field(default=0.01, validator=positive)
     n: int = attrs.field(default=10, validator=positive_int)
-    values: tuple[float, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    values: tuple[float, ...] | None = attrs.field(default=None, converter=as_pair)
+
+    def __attrs_post_init__(self) -> None:
+        # the whole schedule is checked here, so that a config is never accepted and then rejected by compose()
+        if self.values is not None:
+            if not isinstance(self.values, tuple) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values):
+                raise ValueError(f"option 'values' must be a list of numbers, largest first, got {self.values!r}")
+            try:
+                as_sigmas(list(self.values))
+            except ValueError as exc:
+                raise ValueError(f"option 'values': {exc}") from None
+        elif self.n == 1 and self.first != self.last:
+            raise ValueError(f"with option 'n' = 1, 'first' ({self.first}) and 'last' ({self.last}) must be equal")
+        elif self.n > 1 and not self.first > self.last:
+            raise ValueError(f"option 'first' ({self.first}) must be greater than option 'last' ({self.last}): "
+                             "the noise levels descend from first (the largest) to last")
 
     def tensor(self) -> torch.Tensor:
         """The schedule as a validated 1-D tensor."""
@@ -72,8 +99,8 @@ class DataConfig:
     the held-out split (Eq. 6 loss, the real-against-real metric floor, inpainting).
     """
 
-    name: str = "digits"
-    root: str | None = None
+    name: str = attrs.field(default="digits", validator=string)
+    root: str | None = attrs.field(default=None, validator=optional(string))
     options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
 
 
@@ -97,10 +124,13 @@ class TrainConfig:
     #: EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: forget the initial weights fast
     ema_warmup: bool = attrs.field(default=False, validator=boolean)
     checkpoint_every: int = attrs.field(default=5_000, validator=positive_int)
+    #: checkpoints kept: ``last.pt`` (the newest) and the ``keep_checkpoints - 1`` before it as
+    #: ``ckpt_<step>.pt``, so that a damaged ``last.pt`` falls back to the one before
+    keep_checkpoints: int = attrs.field(default=2, validator=positive_int)
     sample_every: int = attrs.field(default=5_000, validator=non_negative_int)
     eval_every: int = attrs.field(default=5_000, validator=non_negative_int)
     log_every: int = attrs.field(default=100, validator=positive_int)
-    seed: int = attrs.field(default=0, validator=non_negative_int)
+    seed: int = attrs.field(default=0, validator=seed_value)
     num_workers: int = attrs.field(default=0, validator=non_negative_int)
     #: FID on this many samples at every checkpoint, keeping ``best.pt`` by the lowest
     #: (the paper's rule for CIFAR-10 and CelebA uses 1,000); 0 turns it off
@@ -108,7 +138,7 @@ class TrainConfig:
     bf16: bool = attrs.field(default=False, validator=boolean)
     channels_last: bool = attrs.field(default=False, validator=boolean)
     compile: bool = attrs.field(default=False, validator=boolean)
-    device: str = "auto"
+    device: str = attrs.field(default="auto", validator=string)
 
     @lr_warmup.validator
     def _warmup_within_run(self, attribute: attrs.Attribute, value: int) -> None:
@@ -126,14 +156,14 @@ class SampleConfig:
     clamp: tuple[float, float] | None = attrs.field(default=(0.0, 1.0), validator=value_range,
                                                     converter=attrs.converters.optional(tuple))
     use_ema: bool = attrs.field(default=True, validator=boolean)
-    seed: int = attrs.field(default=0, validator=non_negative_int)
+    seed: int = attrs.field(default=0, validator=seed_value)
 
 
 @frozen
 class RunConfig:
     """One run: the composition, the data, training and sampling."""
 
-    name: str = "run"
+    name: str = attrs.field(default="run", validator=_run_name)
     model: ModelConfig = attrs.field(factory=ModelConfig)
     data: DataConfig = attrs.field(factory=DataConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)

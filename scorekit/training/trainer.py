@@ -3,8 +3,10 @@
 :func:`train` runs Adam on ``model.loss`` over shuffled batches, with optional EMA and
 gradient clipping, and writes into its run directory:
 
-- ``last.pt`` every ``checkpoint_every`` steps and at the end (``ckpt_<step>.pt`` as
-  well with ``keep_all=True``; ``best.pt`` with ``best_metric``);
+- ``last.pt`` every ``checkpoint_every`` steps and at the end; the checkpoint it replaces
+  becomes ``ckpt_<step>.pt`` (a hard link, no copy), of which the ``keep_checkpoints - 1``
+  newest are kept (every checkpoint, as ``ckpt_<step>.pt``, with ``keep_all=True``);
+  ``best.pt`` with ``best_metric``;
 - ``metrics.jsonl``: training loss, learning rate and iterations per second every
   ``log_every`` steps, the held-out loss every ``eval_every`` steps, and what
   ``on_checkpoint`` returns;
@@ -14,6 +16,12 @@ On CPU, the same seed, config and thread count train to bit-identical weights, a
 run resumed from a checkpoint continues bit-identically (``num_workers=0``): the
 checkpoint holds the optimiser, the EMA and every random state, and evaluation, grids
 and hooks run in a forked RNG so that they never change what training draws.
+
+Faults: SIGINT, SIGTERM and SIGHUP (where their handler is Python's default) save the last
+completed step and raise :class:`~scorekit.errors.TrainingInterrupted`; a signal that lands
+inside an update or a checkpoint write waits until it is done, and a second signal never
+interrupts the save. A damaged ``last.pt`` makes a resume fall back to the newest readable
+``ckpt_<step>.pt`` with a warning.
 """
 
 from __future__ import annotations
@@ -36,16 +44,19 @@ import torch
 from tqdm.auto import tqdm
 
 from scorekit.batch_checks import check_batch, check_same_device_dtype
-from scorekit.errors import CheckpointError, DivergenceError, OptionError
-from scorekit.files import atomic_copy, remove_stale_temporaries
+from scorekit.errors import CheckpointError, CompositionError, DivergenceError, OptionError, TrainingInterrupted
+from scorekit.files import atomic_copy, link_or_copy, remove_stale_temporaries
 from scorekit.model import ScoreModel
 from scorekit.training import distributed
 from scorekit.training.checkpoint import (
+    CKPT_NAME,
     capture_rng,
-    load_checkpoint,
+    checkpoint_files,
+    load_latest_checkpoint,
     preserved_rng,
     restore_global_rng,
     save_checkpoint,
+    writing_checkpoint,
 )
 from scorekit.training.data import Batches, Data, DataOrder, dataset_size, fetch
 from scorekit.training.ema import EMA
@@ -60,6 +71,10 @@ _FUSED_ADAM = ("cpu", "cuda")
 
 #: ``on_checkpoint(step, model, run_dir) -> {metric: value}`` (or None)
 CheckpointHook = Callable[[int, ScoreModel, Path], "dict[str, Any] | None"]
+#: ``on_start(step, checkpoint)``: the run is set up and starts from ``step`` (0, or that of ``checkpoint``)
+StartHook = Callable[[int, "Path | None"], None]
+#: training options that do not change the trained weights (a resume may change them freely)
+_BOOKKEEPING = ("n_iters", "keep_checkpoints", "checkpoint_every", "log_every", "eval_every", "sample_every")
 
 
 @attrs.frozen
@@ -104,6 +119,7 @@ def train(
     best_mode: Literal["min", "max"] = "min",
     keep_all: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
+    on_start: StartHook | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
@@ -121,10 +137,17 @@ def train(
     metrics to log; with ``best_metric`` (one of those names, or ``"heldout_loss"``
     when evaluations fall on checkpoint steps), the best checkpoint by ``best_mode``
     is copied to ``best.pt``. ``callback(StepInfo)`` runs after every step.
+    ``on_start(step, checkpoint)`` runs once on rank 0 when everything is set up and
+    checked (the data, the model, the checkpoint resumed from, if any) and before the
+    first step: what a caller writes there describes a run that is known to start.
 
-    A NaN or inf loss raises :class:`DivergenceError` and keeps the last good
-    checkpoint. ``KeyboardInterrupt`` saves the state of the last completed step and
-    is re-raised. Seeds: torch's, numpy's and Python's global generators are seeded from
+    ``run_dir/last.pt`` is resumed; when it cannot be read, the newest readable
+    ``ckpt_<step>.pt`` beside it is, with a warning naming both. A fresh run (no
+    checkpoint) starts a fresh ``metrics.jsonl``; a resumed one drops the lines logged
+    after its checkpoint. A NaN or inf loss raises :class:`DivergenceError` and keeps the
+    last good checkpoint. ``KeyboardInterrupt`` (Ctrl-C, and SIGTERM or SIGHUP as
+    :class:`~scorekit.errors.TrainingInterrupted`) saves the state of the last completed
+    step and is re-raised. Seeds: torch's, numpy's and Python's global generators are seeded from
     ``config.seed`` at the start of a fresh run (they drive lazy initialisation, dropout
     and data transforms), and restored from the checkpoint on resume.
 
@@ -142,6 +165,8 @@ def train(
         run = _Run(model, dataset, config, Path(run_dir), env=env, device=device, run_config=run_config,
                    holdout=holdout, on_checkpoint=on_checkpoint, best_metric=best_metric, best_mode=best_mode,
                    keep_all=keep_all, callback=callback, resume=resume)
+        if on_start is not None and env.is_main:
+            on_start(run.step, run.resumed_from)
         return run.fit(progress)
     finally:
         distributed.teardown(created)
@@ -163,7 +188,11 @@ class _Run:
         self.last_path = run_dir / "last.pt"
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=env.is_main)
         self.saved_step: int | None = None
+        #: whether last.pt holds ``saved_step`` (not after a fall back from a damaged last.pt)
+        self.last_is_saved = True
+        self.resumed_from: Path | None = None
         self.last_heldout: float | None = None
+        self.signals = _Signals()
 
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +202,7 @@ class _Run:
             torch.manual_seed(derive_seed(config.seed, "torch"))
             np.random.seed(derive_seed(config.seed, "numpy") % 2**32)
             random.seed(derive_seed(config.seed, "python"))
+            self.metrics.reset()  # lines of a run that died before its first checkpoint are not this run's
 
         # size a lazy network on one example before anything collects its parameters
         self.n = dataset_size(dataset)
@@ -186,8 +216,8 @@ class _Run:
         if ckpt is not None:
             try:
                 model.load_state_dict(ckpt["model"])
-            except RuntimeError as exc:
-                raise CheckpointError(f"the weights in {self.last_path} do not fit this model: {exc}") from exc
+            except (RuntimeError, CompositionError) as exc:
+                raise CheckpointError(f"the weights in {self.resumed_from} do not fit this model: {exc}") from exc
         self.images = is_image_batch(first)
         self.example = first
         self.channels_last = config.channels_last and first.ndim == 4
@@ -223,65 +253,86 @@ class _Run:
     # --- setup --------------------------------------------------------------------------------
 
     def _existing_checkpoint(self, resume: bool) -> dict[str, Any] | None:
-        if not self.last_path.exists():
+        files = checkpoint_files(self.run_dir)
+        if not files:
             return None
         if not resume:
             raise CheckpointError(
-                f"{self.run_dir} already holds a run ({self.last_path}); pass resume=True to continue it, "
+                f"{self.run_dir} already holds a run ({files[0]}); pass resume=True to continue it, "
                 "or train in a new directory (scorekit.training.new_run_dir())"
             )
-        ckpt = load_checkpoint(self.last_path)
+        found = load_latest_checkpoint(self.run_dir)
+        assert found is not None
+        ckpt, path, skipped = found
+        for bad, error in skipped:
+            logger.warning("%s cannot be read (%s); resuming from %s (step %d), the newest readable checkpoint of "
+                           "this run", bad, _reason(error), path, ckpt["step"])
+        self.resumed_from = path
+        self.last_is_saved = path == self.last_path
         stored_names = ckpt.get("names") or {}
         if stored_names and stored_names != self.model.names:
             raise CheckpointError(
-                f"{self.last_path} is a run of {stored_names}, but the model is {self.model.names}; "
+                f"{path} is a run of {stored_names}, but the model is {self.model.names}; "
                 "use a new run directory for a different model"
             )
         if self.run_config is not None and ckpt["config"] is not None:
             stored, current = ckpt["config"], self.run_config.to_dict()
             if stored["model"] != current["model"]:
-                raise CheckpointError(f"{self.last_path} was trained with model config {stored['model']}, "
-                                      f"not {current['model']}; use a new run directory")
-            changed = sorted(k for k in current["train"] if k != "n_iters" and stored["train"].get(k) != current["train"][k])
+                changed = [f"model.{key} = {stored['model'].get(key)!r} there, {current['model'].get(key)!r} now"
+                           for key in sorted(set(stored["model"]) | set(current["model"]))
+                           if stored["model"].get(key) != current["model"].get(key)]
+                raise CheckpointError(f"{path} was trained with another model config ({'; '.join(changed)}); "
+                                      "the model section cannot change on resume: use a new run directory")
+            changed = sorted(k for k in current["train"]
+                             if k not in _BOOKKEEPING and stored["train"].get(k) != current["train"][k])
             if changed:
                 logger.warning("resuming %s with changed training options %s; the run will not match an "
-                               "uninterrupted one", self.last_path, changed)
+                               "uninterrupted one", path, changed)
+        threads = ckpt.get("num_threads")
+        if threads is not None and threads != torch.get_num_threads() and self.device.type == "cpu":
+            logger.warning("%s was written by a run on %d CPU threads, resumed on %d: on a CPU the result is then not "
+                           "bit-identical to an uninterrupted run (set OMP_NUM_THREADS=%d or torch.set_num_threads(%d) "
+                           "to match)", path, threads, torch.get_num_threads(), threads, threads)
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        where = self.resumed_from
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"the optimizer state in {self.last_path} does not fit this model: {exc}") from exc
+            raise CheckpointError(f"the optimizer state in {where} does not fit this model: {exc}") from exc
         # the config given now wins (e.g. a lower lr after a divergence: the scheduler is rebuilt with it)
         for group in self.optimizer.param_groups:
             group.update(betas=(self.config.beta1, self.config.beta2),
                          weight_decay=self.config.weight_decay)
         if self.ema is not None:
             if ckpt["ema"] is None:
-                logger.warning("%s has no EMA; the EMA starts from the current weights", self.last_path)
+                logger.warning("%s has no EMA; the EMA starts from the current weights", where)
             else:
-                self.ema.load_state_dict(ckpt["ema"])
+                try:
+                    self.ema.load_state_dict(ckpt["ema"])
+                except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                    raise CheckpointError(f"the EMA state in {where} does not fit this model: {exc}") from exc
         self.step = ckpt["step"]
         self.saved_step = ckpt["step"]
         self.best = ckpt.get("best")
         rng = ckpt["rng"]
         restore_global_rng(rng)
         if not self.order.load_state_dict(rng["data"]):
-            logger.warning("%s was written for another dataset size or batch size; a new epoch starts", self.last_path)
+            logger.warning("%s was written for another dataset size or batch size; a new epoch starts", where)
         if ckpt.get("world_size", 1) != self.env.world_size:
             logger.warning("%s was written by %s processes, resumed by %s: the batches are split differently",
-                           self.last_path, ckpt.get("world_size", 1), self.env.world_size)
+                           where, ckpt.get("world_size", 1), self.env.world_size)
         if self.env.rank == 0:
             try:
                 self.train_generator.set_state(rng["train"])
             except RuntimeError:  # a CPU generator state cannot seed a CUDA generator, and vice versa
-                logger.warning("%s was written on another device type; the training noise is reseeded", self.last_path)
+                logger.warning("%s was written on another device type; the training noise is reseeded", where)
                 self.train_generator.manual_seed(derive_seed(self.config.seed, "train", 0, self.step))
         else:  # only rank 0's generator is stored; the others continue from fresh, distinct seeds
             self.train_generator.manual_seed(derive_seed(self.config.seed, "train", self.env.rank, self.step))
         self.metrics.truncate_after(self.step)
-        logger.info("resuming %s from step %d", self.last_path, self.step)
+        logger.info("resuming %s from step %d", where, self.step)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -296,43 +347,47 @@ class _Run:
         host_rngs = not isinstance(self.batches.dataset, torch.Tensor)
         snapshot, committed = None, True
         self.model.train()
+        self.signals.install()
         try:
             while self.step < config.n_iters:
                 snapshot, committed = capture_rng(self.train_generator, self.order, host_rngs=host_rngs), False
                 loss, grad_norm = self._forward_backward()
                 lr = self.optimizer.param_groups[0]["lr"]  # the scheduled rate of this update
-                with _deferred_interrupt():  # an update is applied whole or not at all
+                # an update is applied whole or not at all, and its metrics line goes with it
+                with self.signals.held():
                     self.optimizer.step()
                     if self.ema is not None:
                         self.ema.update(self.model)
                     self.step += 1
                     self.scheduler.step()  # the rate of the next update
                     committed = True
-                bar.update(1)
-                window_loss += loss
-                window_steps += 1
-                if self.callback is not None:
-                    self.callback(StepInfo(step=self.step, loss=loss, lr=lr, grad_norm=grad_norm))
-                done = self.step == config.n_iters
-                if self.step % config.log_every == 0 or done:
-                    elapsed = time.perf_counter() - window_start
-                    last_loss = window_loss.item() / window_steps
-                    rate = window_steps / elapsed if elapsed > 0 else float("inf")
-                    extra = {} if grad_norm is None else {"grad_norm": grad_norm.item()}
-                    self.metrics.write("train", self.step, loss=last_loss, lr=lr, it_per_s=rate, **extra)
-                    bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
-                    window_loss.zero_()
-                    window_steps = 0
+                    bar.update(1)
+                    window_loss += loss
+                    window_steps += 1
+                    if self.callback is not None:
+                        self.callback(StepInfo(step=self.step, loss=loss, lr=lr, grad_norm=grad_norm))
+                    done = self.step == config.n_iters
+                    if self.step % config.log_every == 0 or done:
+                        elapsed = time.perf_counter() - window_start
+                        last_loss = window_loss.item() / window_steps
+                        rate = window_steps / elapsed if elapsed > 0 else float("inf")
+                        extra = {} if grad_norm is None else {"grad_norm": grad_norm.item()}
+                        self.metrics.write("train", self.step, loss=last_loss, lr=lr, it_per_s=rate, **extra)
+                        bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                        window_loss.zero_()
+                        window_steps = 0
                 if self.env.is_main:
                     self._after_step(done)
                 if window_steps == 0:  # it/s counts training steps, not evaluation or checkpoints
                     window_start = time.perf_counter()
         except DivergenceError as exc:
             self._diverged(exc, self.step if committed else self.step + 1)
-        except KeyboardInterrupt:
-            self._interrupted(None if committed else snapshot)
+        except KeyboardInterrupt as exc:
+            bar.close()  # the messages below start on a line of their own
+            self._interrupted(exc, None if committed else snapshot)
             raise
         finally:
+            self.signals.uninstall()
             bar.close()
             self.batches.close()
         return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_path if self.env.is_main else None,
@@ -406,18 +461,45 @@ class _Run:
             if improved:
                 self.best = {"metric": self.best_metric, "value": value, "step": self.step}
         self._save(capture_rng(self.train_generator, self.order), metrics=values)
-        if improved:
-            atomic_copy(self.last_path, self.run_dir / "best.pt")
-        if self.keep_all:
-            atomic_copy(self.last_path, self.run_dir / f"ckpt_{self.step}.pt")
+        with self.signals.held():
+            if improved:
+                with writing_checkpoint(self.run_dir / "best.pt"):
+                    atomic_copy(self.last_path, self.run_dir / "best.pt")
+            if self.keep_all:
+                with writing_checkpoint(self.run_dir / f"ckpt_{self.step}.pt"):
+                    atomic_copy(self.last_path, self.run_dir / f"ckpt_{self.step}.pt")
 
     def _save(self, rng: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+        """Write ``last.pt``; the one it replaces stays as ``ckpt_<step>.pt`` (``keep_checkpoints``).
+
+        Signals wait until the files are written: a checkpoint is never half rotated.
+        """
         if not all(torch.isfinite(p).all() for p in self.params):
             raise DivergenceError(f"the weights contain NaN or inf at step {self.step}")
-        save_checkpoint(self.last_path, model=self.model, step=self.step, optimizer=self.optimizer, ema=self.ema,
-                        rng=rng, run_config=self.run_config, train_config=attrs.asdict(self.config),
-                        world_size=self.env.world_size, metrics=metrics or {}, best=self.best)
-        self.saved_step = self.step
+        with self.signals.held():
+            keep = self.config.keep_checkpoints
+            previous = self.saved_step
+            if (not self.keep_all and keep > 1 and previous is not None and previous != self.step
+                    and self.last_is_saved and self.last_path.is_file()):
+                with writing_checkpoint(self.run_dir / f"ckpt_{previous}.pt"):
+                    link_or_copy(self.last_path, self.run_dir / f"ckpt_{previous}.pt")
+            save_checkpoint(self.last_path, model=self.model, step=self.step, optimizer=self.optimizer, ema=self.ema,
+                            rng=rng, run_config=self.run_config, train_config=attrs.asdict(self.config),
+                            world_size=self.env.world_size, metrics=metrics or {}, best=self.best,
+                            num_threads=torch.get_num_threads(), example_shape=list(self.example.shape[1:]))
+            self.saved_step = self.step
+            self.last_is_saved = True
+            if not self.keep_all:
+                self._prune(keep - 1)
+
+    def _prune(self, older: int) -> None:
+        """Keep the ``older`` newest ``ckpt_<step>.pt`` before the current step; delete the rest (among them
+        the files of steps after it, left by a run that was resumed from an older checkpoint)."""
+        found = sorted(((int(m.group(1)), p) for p in self.run_dir.iterdir() if (m := CKPT_NAME.match(p.name))),
+                       reverse=True)
+        before = [p for step, p in found if step < self.step]
+        for path in before[older:] + [p for step, p in found if step >= self.step]:
+            path.unlink(missing_ok=True)
 
     def _diverged(self, exc: DivergenceError, step: int) -> None:
         kept = (f"the last good checkpoint ({self.last_path}, step {self.saved_step}) is kept"
@@ -428,8 +510,13 @@ class _Run:
             "TrainConfig.grad_clip, then resume from the checkpoint or start again"
         ) from exc
 
-    def _interrupted(self, snapshot: dict[str, Any] | None) -> None:
+    def _interrupted(self, exc: KeyboardInterrupt, snapshot: dict[str, Any] | None) -> None:
+        self.signals.quiet()  # a second Ctrl-C (or SIGTERM) must not interrupt the save
         if not self.env.is_main:
+            return
+        if self.saved_step == self.step and self.last_is_saved:  # e.g. a signal right after a checkpoint
+            exc.saved_step, exc.checkpoint = self.step, self.last_path  # type: ignore[attr-defined]
+            logger.warning("interrupted: step %d is saved in %s; run again to continue", self.step, self.last_path)
             return
         rng = capture_rng(self.train_generator, self.order)
         if snapshot is not None:  # the step was not completed: its draws must not reach the checkpoint
@@ -437,11 +524,16 @@ class _Run:
         try:
             self._save(rng)
         except DivergenceError:
+            exc.saved_step, exc.checkpoint = self.saved_step, None  # type: ignore[attr-defined]
             logger.warning("interrupted at step %d; the weights are not finite, so no checkpoint was written "
                            "(the last good one, step %s, is kept)", self.step, self.saved_step)
             return
-        logger.warning("interrupted: saved step %d to %s; run again with resume=True to continue",
-                       self.step, self.last_path)
+        except CheckpointError as error:  # e.g. a full disk: the interrupt still ends the run
+            exc.saved_step, exc.checkpoint = self.saved_step, None  # type: ignore[attr-defined]
+            logger.error("interrupted at step %d, but the checkpoint could not be written: %s", self.step, error)
+            return
+        exc.saved_step, exc.checkpoint = self.step, self.last_path  # type: ignore[attr-defined]
+        logger.warning("interrupted: saved step %d to %s; run again to continue", self.step, self.last_path)
 
 
 def _run_config_for(model: ScoreModel, config: TrainConfig, run_config: RunConfig | None) -> RunConfig | None:
@@ -460,20 +552,67 @@ def _run_config_for(model: ScoreModel, config: TrainConfig, run_config: RunConfi
     return attrs.evolve(run_config, train=config)
 
 
-@contextmanager
-def _deferred_interrupt() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives inside the block until the block is done (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            if callable(previous):
-                previous(signal.SIGINT, None)
-            else:
-                raise KeyboardInterrupt
+def _reason(error: BaseException) -> str:
+    """The part of a checkpoint error that says what is wrong with the file, on one line."""
+    return getattr(error, "reason", None) or " ".join(str(error).split())[:200]
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP while training: the first raises :class:`TrainingInterrupted` at once, or at
+    the end of a :meth:`held` block (an update, a checkpoint write) when it lands inside one; later ones are
+    only noted, so that they never interrupt the save that follows the first.
+
+    Installed only in the main thread and only over Python's default handlers: a handler of the
+    program's own (or SIGHUP ignored, as under ``nohup``) stays as it is.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.pending: int | None = None
+        self.depth = 0
+        self.silent = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.NAMES:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            current = signal.getsignal(signum)
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            if current is default:
+                self.previous[signum] = current
+                signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous.clear()
+
+    def quiet(self) -> None:
+        """From now on signals are only noted (the run is already stopping)."""
+        self.silent = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+            if self.depth == 0 and not self.silent:
+                self._raise()
+
+    def _raise(self) -> None:
+        self.silent = True
+        raise TrainingInterrupted(self.pending or signal.SIGINT)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A signal that arrives inside the block takes effect when the block is done."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None and not self.silent:
+            self._raise()

@@ -55,6 +55,12 @@ def _root(root: str | Path | None, default: str) -> Path:
     return Path(root if root is not None else Path("data") / default).expanduser()
 
 
+def _check_flag(name: str, value: object) -> None:
+    """A dataset's on/off option must be a bool (a string such as "no" would be truthy)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"option '{name}' must be true or false, got {value!r}")
+
+
 def _transforms(*, flip: bool, crop: int | None = None, size: int | tuple[int, int] | None = None):
     from torchvision import transforms as T
 
@@ -101,6 +107,7 @@ def read_cifar10_batches(folder: Path, names: Sequence[str]) -> torch.Tensor:
 
 def cifar10(root: str | Path | None = None, train: bool = True, flip: bool = True) -> Dataset:
     """CIFAR-10 (3 x 32 x 32) from the python pickles; random horizontal flips for training (section 5)."""
+    _check_flag("flip", flip)
     base = _root(root, "cifar10")
     folder = base / "cifar-10-batches-py"
     names = CIFAR10_TRAIN if train else CIFAR10_TEST
@@ -148,6 +155,7 @@ def celeba(root: str | Path | None = None, train: bool = True, flip: bool = True
     """CelebA: center-crop 140, resize to 32 x 32, random flips (section 5)."""
     from torchvision.datasets import CelebA
 
+    _check_flag("flip", flip)
     base = _root(root, "celeba")
     folder = base / "celeba"
     needed = ["img_align_celeba", "list_eval_partition.txt", "identity_CelebA.txt", "list_attr_celeba.txt",
@@ -168,20 +176,52 @@ def folder(root: str | Path | None = None, train: bool = True, image_size: int |
            channels: int = 3, holdout: float = 0.05, flip: bool = False) -> Dataset:
     """Any folder of images (searched recursively), resized to ``image_size`` when given.
 
-    A fixed ``holdout`` fraction of the sorted file list is the test split.
+    A fixed ``holdout`` fraction of the sorted file list is the test split. Without
+    ``image_size`` every image must have the same size (checked here, from the file headers).
     """
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"option 'image_size' must be an integer >= 1 (pixels) or unset, got {image_size!r}")
+    if isinstance(channels, bool) or channels not in ImageFiles.MODES:
+        raise ValueError(f"option 'channels' must be one of {list(ImageFiles.MODES)} (gray or RGB), got {channels!r}")
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ValueError(f"option 'holdout' must be a fraction in [0, 1), got {holdout!r}")
+    _check_flag("flip", flip)
     if root is None:
         raise DatasetNotFoundError("dataset 'folder' needs a root: pass --data PATH (a folder of .png/.jpg images)")
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise DatasetNotFoundError(f"image folder {base} does not exist")
+        what = "is a file, not a folder" if base.exists() else "does not exist"
+        raise DatasetNotFoundError(f"image folder {base} {what}")
     files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"image folder {base} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    if image_size is None:
+        _check_same_size(base, files)
     n_test = max(1, int(round(holdout * len(files)))) if len(files) > 1 else 0
     chosen = files[n_test:] if train else files[:n_test]
     size = (image_size, image_size) if image_size else None
     return ImageFiles(chosen, channels=channels, transform=_transforms(flip=flip and train, size=size))
+
+
+def _check_same_size(base: Path, files: Sequence[Path]) -> None:
+    """Images that would be stacked into one batch must have one size: name two that differ."""
+    from PIL import Image, UnidentifiedImageError
+
+    first: tuple[Path, tuple[int, int]] | None = None
+    for path in files:
+        try:
+            with Image.open(path) as img:  # reads the header only
+                size = img.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            (a, (wa, ha)), (wb, hb) = first, size
+            raise DataError(
+                f"image folder {base} holds images of different sizes ({a} is {wa}x{ha}, {path} is {wb}x{hb}) and "
+                "no image_size is set; set data.options.image_size (e.g. {image_size = 32}) to resize them all"
+            )
 
 
 class ImageFiles(Dataset):
