@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/estimators.py
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/update_step.py
+	$(PY) benchmarks/ssm_modes.py
+	$(PY) benchmarks/toy_mixture_weights.py
 
 docs: $(STAMP)
 	$(PY) -m pytest -q tests/test_docs.py
