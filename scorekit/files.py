@@ -30,18 +30,28 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+
+    def fill() -> None:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    return _publish(Path(tmp), path, fill)
+
+
+def _publish(tmp: Path, target: Path, prepare: Callable[[], None]) -> Path:
+    """Run ``prepare`` (which makes the temporary file ``tmp``), then rename ``tmp`` to ``target`` and make the
+    rename durable; on any failure ``tmp`` is removed and ``target`` keeps what it held."""
+    try:
+        prepare()
+        os.replace(tmp, target)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
-    _sync_directory(path.parent)
-    return path
+    _sync_directory(target.parent)
+    return target
 
 
 def _sync_directory(directory: Path) -> None:
@@ -77,14 +87,7 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
         os.link(source, tmp)
     except OSError:  # no hard links here (FAT, some network file systems)
         return atomic_copy(source, target)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _sync_directory(target.parent)
-    return target
+    return _publish(tmp, target, lambda: None)
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
