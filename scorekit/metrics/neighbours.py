@@ -39,7 +39,7 @@ def nearest_neighbour_grid(
     Returns the pixel-space L2 distances ``[n, k]`` (ascending per row). A nearest distance
     near 0 means a sample copies a training image.
     """
-    from torchvision.utils import save_image
+    from scorekit.training.sampling import write_grid
 
     samples, train = check_images(samples, "samples"), check_images(train, "train")
     if samples.shape[1:] != train.shape[1:]:
@@ -54,5 +54,5 @@ def nearest_neighbour_grid(
     distances, indices = nearest_neighbours(queries, train, k)
     neighbours = train[indices.flatten().to(train.device)].cpu().reshape(queries.shape[0], k, *train.shape[1:])
     rows = torch.cat([queries.cpu().unsqueeze(1), neighbours], 1)
-    save_image(rows.flatten(0, 1), os.fspath(path), nrow=k + 1, padding=1, pad_value=0.5)
+    write_grid(rows.flatten(0, 1), path, nrow=k + 1, padding=1, pad_value=0.5)
     return distances.to(torch.float32)

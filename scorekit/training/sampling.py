@@ -39,12 +39,12 @@ def sample_in_batches(model: ScoreModel, like: torch.Tensor, n: int, *, generato
 
 
 def write_grid(images: torch.Tensor, path: str | os.PathLike, *, clamp: tuple[float, float] | None = (0.0, 1.0),
-               nrow: int | None = None, padding: int = 2) -> Path:
+               nrow: int | None = None, padding: int = 2, pad_value: float = 0.0) -> Path:
     """A PNG grid of ``images`` ``[N, C, H, W]``, written atomically.
 
     ``clamp=(low, high)`` clamps the images and maps that range to black..white;
     ``None`` scales the grid from its own minimum to maximum. ``nrow`` images per row
-    (default: ``ceil(sqrt(N))``), ``padding`` pixels between them.
+    (default: ``ceil(sqrt(N))``), ``padding`` pixels of ``pad_value`` between them.
     """
     from torchvision.utils import save_image  # torchvision is only needed for grids
 
@@ -53,5 +53,5 @@ def write_grid(images: torch.Tensor, path: str | os.PathLike, *, clamp: tuple[fl
         low, high = clamp
         images = (images.clamp(low, high) - low) / (high - low)
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
-    return atomic_write(path, lambda f: save_image(images, f, nrow=nrow, padding=padding, normalize=clamp is None,
-                                                   format="png"))
+    return atomic_write(path, lambda f: save_image(images, f, nrow=nrow, padding=padding, pad_value=pad_value,
+                                                   normalize=clamp is None, format="png"))
