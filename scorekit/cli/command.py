@@ -44,26 +44,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _count(text: str) -> int:
-    """``-n``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def _integer(low: int, high: int | None, allowed: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]`` (no upper bound with ``high=None``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """``--seed``: an integer in [0, 2**63 - 1]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {value}")
-    return value
+#: ``-n``: an integer >= 1; ``--seed``: an integer every generator takes
+_count = _integer(1, None, "an integer >= 1")
+_seed = _integer(0, MAX_SEED, "an integer in [0, 2**63 - 1]")
 
 
 def _out_dir(text: str) -> str:
@@ -99,7 +97,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_weights_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inception-weights", metavar="PATH",
-                   help="the Inception-v3 weights file (or its folder) for FID/IS on images other than 8x8 digits")
+                   help="the Inception-v3 weights file (or its folder) for FID/IS on datasets without an extractor "
+                        "of their own (all but digits)")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,14 +7,11 @@ import torch
 
 from scorekit.errors import CompositionError
 from scorekit.samplers.langevin import LangevinFamily, Level, levels_of
+from scorekit.samplers.monitor import needs_sigmas_message
 from scorekit.score import ScoreFunction
 from scorekit.validators import as_pair, boolean, frozen, positive, positive_int, required_range, value_range
 
-_NEEDS_SIGMAS = (
-    "annealed_langevin needs noise levels but the composition has sigmas=None; compose with "
-    "sigmas=... (e.g. scorekit.geometric_sigmas(1.0, 0.01, 10)) and a noise-conditional network, "
-    "or use sampler='langevin' for an unconditional network"
-)
+_NEEDS_SIGMAS = needs_sigmas_message("annealed_langevin")
 
 
 @frozen

@@ -15,9 +15,10 @@ import torch
 from scorekit import rng
 from scorekit.errors import CompositionError
 from scorekit.samplers import hmc
-from scorekit.samplers.annealing import AnnealedSampler, StepLog
+from scorekit.samplers.annealing import AnnealedSampler
 from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import KnownEntries
+from scorekit.samplers.monitor import StepLog
 from scorekit.score import ScoreFunction, append_dims, as_score, rows
 from scorekit.validators import (
     as_pair,

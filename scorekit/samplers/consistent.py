@@ -10,9 +10,10 @@ import torch
 
 from scorekit import rng
 from scorekit.errors import CompositionError
-from scorekit.samplers.annealing import AnnealedSampler, StepLog
+from scorekit.samplers.annealing import AnnealedSampler
 from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import KnownEntries
+from scorekit.samplers.monitor import StepLog
 from scorekit.score import ScoreFunction, sigma_batch
 from scorekit.validators import as_pair, boolean, frozen, positive_fraction, required_range, value_range
 

@@ -14,9 +14,9 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.samplers.info import Callback, SamplerStep, mean_norm
+from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import KnownEntries, bool_mask
-from scorekit.samplers.monitor import FiniteMonitor, progress_bar
+from scorekit.samplers.monitor import StepLog
 from scorekit.score import ScoreFunction, as_score, sigma_batch
 from scorekit.validators import as_pair, boolean, frozen, optional, positive, positive_int, required_range, value_range
 
@@ -71,9 +71,7 @@ def run_levels(
     once at the end. Raises :class:`DivergenceError` if a chain becomes NaN or inf.
     ``x`` is not modified. The score is called with one ``[B]`` sigma tensor per level.
     """
-    monitor = FiniteMonitor()
-    bar = progress_bar(sum(level.n_steps for level in levels), "sampling", "step") if progress else None
-    step = 0
+    log = StepLog(sum(level.n_steps for level in levels), "sampling", "step", callback, progress)
     with torch.no_grad():
         for level in levels:
             sigma = sigma_batch(level.sigma, x)
@@ -90,18 +88,11 @@ def run_levels(
                 if clamp is not None:
                     x_new.clamp_(*clamp)
                 x = x_new if projection is None else projection(x_new)
-                monitor.record(x, step, level.index, level.sigma)
-                if callback is not None:
-                    callback(SamplerStep(step=step, level=level.index, sigma=level.sigma,
-                                         step_size=level.step_size, score_norm=mean_norm(s), x=x))
-                step += 1
-                if bar is not None:
-                    bar.update()
-            monitor.check()
+                log(x, level=level.index, sigma=level.sigma, step_size=level.step_size, score=s)
+            log.check()
         if projection is not None:
             x = projection.final(x)
-    if bar is not None:
-        bar.close()
+    log.close()
     return x
 
 

@@ -1,4 +1,4 @@
-"""Watching a sampler run: chains that became NaN or inf, and the optional progress bar."""
+"""Watching a sampler run: chains that became NaN or inf, the callback, the optional progress bar."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from scorekit.errors import DivergenceError
+from scorekit.samplers.info import Callback, SamplerStep, mean_norm
 from scorekit.score import rows
 
 
@@ -64,3 +65,56 @@ class FiniteMonitor:
             "The step size is too large for this score (or the score network is not finite there): "
             "lower step_size, or clamp the samples with clamp=(low, high)"
         )
+
+
+def needs_sigmas_message(name: str) -> str:
+    return (
+        f"{name} needs noise levels but the composition has sigmas=None; compose with sigmas=... "
+        "(e.g. scorekit.geometric_sigmas(1.0, 0.01, 10)) and a noise-conditional network, "
+        "or use sampler='langevin' (or 'hmc') for an unconditional network"
+    )
+
+
+class StepLog:
+    """The bookkeeping of one run: ``log(x, ...)`` after every update.
+
+    It records one finiteness flag per chain in a :class:`FiniteMonitor` (of ``probe``
+    when given, else of ``x``), which checks every 50 steps, at :meth:`check` and at
+    :meth:`close`; calls the callback with a :class:`SamplerStep` (the float fields are
+    computed only when there is a callback, so a run without one has no host sync
+    besides the monitor's), and advances the progress bar.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str, callback: Callback | None, progress: bool) -> None:
+        self.monitor = FiniteMonitor()
+        self.callback = callback
+        self.step = 0
+        self.bar = progress_bar(total, desc, unit) if progress else None
+
+    def __call__(
+        self, x: torch.Tensor, *, level: int | None, sigma: float | None, step_size: float | torch.Tensor,
+        score: torch.Tensor,
+        probe: torch.Tensor | None = None, acceptance: torch.Tensor | None = None,
+        divergent: torch.Tensor | None = None,
+    ) -> None:
+        self.monitor.record(x if probe is None else probe, self.step, level, sigma)
+        if self.callback is not None:
+            self.callback(SamplerStep(
+                step=self.step, level=level, sigma=sigma,
+                step_size=float(step_size.mean()) if isinstance(step_size, torch.Tensor) else step_size,
+                score_norm=mean_norm(score),
+                acceptance_rate=None if acceptance is None else float(acceptance.mean()),
+                divergent=None if divergent is None else int(divergent.sum()), x=x,
+            ))
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update()
+
+    def check(self) -> None:
+        """Raise :class:`~scorekit.errors.DivergenceError` now if a chain became NaN or inf."""
+        self.monitor.check()
+
+    def close(self) -> None:
+        self.monitor.check()
+        if self.bar is not None:
+            self.bar.close()

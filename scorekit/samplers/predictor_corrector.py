@@ -9,9 +9,10 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.samplers.annealing import AnnealedSampler, StepLog
+from scorekit.samplers.annealing import AnnealedSampler
 from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import KnownEntries
+from scorekit.samplers.monitor import StepLog
 from scorekit.score import ScoreFunction, append_dims, rows, sigma_batch
 from scorekit.validators import (
     as_pair,
