@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             x_init = model.initial_noise(like, generator)  # uniform noise, as in the paper
             batches.append(model.sample(x_init, generator=generator).clamp(0, 1))
     samples = torch.cat(batches)[: config.sample.n_samples]
-    save_samples(run_dir, samples, grid_size=64)
+    save_samples(run_dir / "samples.pt", samples, grid_size=64)
     print(f"{result.step} steps, held-out Eq. 6 loss {result.heldout_loss}, {samples.shape[0]} samples "
           f"in {run_dir} ({time.perf_counter() - start:.1f} s)")
 

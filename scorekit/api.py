@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from scorekit.errors import CompositionError, OptionError
-from scorekit.model import ScoreModel
+from scorekit.model import ScoreModel, no_start_message, start_kind
 from scorekit.options import accepted_options, build
 from scorekit.plugins import PluginHost, get_host
 from scorekit.sigmas import as_sigmas, geometric_sigmas
@@ -43,7 +43,8 @@ def compose(
     the paper's ``geometric_sigmas(1.0, 0.01, 10)``; ``None`` composes an unconditional
     model. ``estimator=None`` composes a sampling-only model and ``sampler=None`` a
     training-only one. Everything the arguments alone can show to be wrong (unknown
-    names, bad options or sigmas, components that do not fit together) raises here.
+    names, bad options or sigmas, components that do not fit together, a sampler that
+    cannot start: no ``initial_noise``, no ``init_range`` and no sigmas) raises here.
     ``host`` is the plugin host to look names up in (default: the process-wide one).
     """
     for kind, options in (("network", network_options), ("estimator", estimator_options),
@@ -67,6 +68,8 @@ def compose(
                 check(model.score, levels)
             except CompositionError as exc:
                 raise CompositionError(f"{kind} {names[kind]!r}: {exc}") from None
+    if samp is not None and start_kind(samp, levels, names["sampler"]) is None:  # caught now, not after training
+        raise CompositionError(no_start_message(names["sampler"]))
     return model
 
 

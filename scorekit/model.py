@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from scorekit import rng
 from scorekit.batch_checks import check_batch, check_callback, check_generator, check_same_device_dtype
 from scorekit.errors import CompositionError, DataError, DivergenceError
-from scorekit.samplers.info import Callback
+from scorekit.samplers.info import Callback, draw_initial_noise
 from scorekit.samplers.inpaint import check_known, check_mask
 from scorekit.score import ScoreFunction
 
@@ -151,12 +153,28 @@ class ScoreModel(nn.Module):
         self._materialize(x_init)
         return sampler(self.score, x_init, sigmas=self._sigmas_for(x_init), generator=generator, callback=callback)
 
-    def initial_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The sampler's default starting point for data shaped like ``like`` (uniform noise for NCSN)."""
+    def initial_noise(
+        self, like: torch.Tensor, generator: torch.Generator | None = None, *,
+        mean: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """A start for :meth:`sample`, shaped like ``like`` ``[B, ...]`` (dtype, device), drawn from ``generator``.
+
+        The first that applies:
+
+        1. the sampler's own ``initial_noise(like, generator)``; one that takes a ``sigmas``
+           keyword is called with ``sigmas=`` the composition's sigmas (a 1-D tensor in
+           ``like``'s dtype and device, largest first, or None);
+        2. uniform in the sampler's ``init_range`` (low, high), when it has one;
+        3. the default start, N(mean, sigma_1^2 I) with sigma_1 the composition's largest
+           sigma (the prior of the variance-exploding SDE). ``mean`` is a number or a tensor
+           that broadcasts to ``like``, e.g. the data's mean ``data.mean(0)`` when the caller
+           knows it; None is 0. Only this start uses ``mean`` (it is checked for every start).
+
+        With none of them (no ``initial_noise``, no ``init_range``, no sigmas) there is no
+        start: ``compose()`` rejects such a composition, and a ``ScoreModel`` built directly
+        raises :class:`CompositionError` here (pass ``x_init`` to :meth:`sample` instead).
+        """
         sampler = self._require_sampler("draw initial noise")
-        init = getattr(sampler, "initial_noise", None)
-        if init is None:
-            raise CompositionError(f"sampler {self.names.get('sampler')!r} has no default initial noise; pass x_init")
         if not isinstance(like, torch.Tensor) or like.ndim < 2 or like.shape[0] == 0 or not like.is_floating_point():
             got = (f"{like.dtype} tensor of shape {tuple(like.shape)}" if isinstance(like, torch.Tensor)
                    else type(like).__name__)
@@ -164,7 +182,29 @@ class ScoreModel(nn.Module):
                             f"device), got {got}")
         check_same_device_dtype(self.network, like, "like")
         check_generator(generator)
-        return init(like, generator)
+        shift = _check_mean(mean, like)
+        name = self._sampler_name()
+        kind = start_kind(sampler, self.sigmas, name)
+        if kind == "own":
+            return draw_initial_noise(sampler.initial_noise, like, generator, self._sigmas_for(like))
+        if kind == "init_range":
+            low, high = (float(v) for v in sampler.init_range)
+            return rng.rand_like(like, generator).mul_(high - low).add_(low)
+        if kind is None:
+            raise CompositionError(no_start_message(name, x_init=True))
+        assert self.sigmas is not None
+        noise = rng.randn_like(like, generator).mul_(float(self.sigmas.max()))
+        return noise if shift is None else noise.add_(shift)
+
+    def has_initial_noise(self) -> bool:
+        """Whether :meth:`initial_noise` can draw a start (the sampler's own, its ``init_range`` or the default)."""
+        if self.sampler is None:
+            return False
+        return start_kind(self.sampler, self.sigmas, self._sampler_name()) is not None
+
+    def _sampler_name(self) -> str:
+        """The sampler's name in this composition, for messages."""
+        return self.names["sampler"] if "sampler" in self.names else type(self.sampler).__name__
 
     def inpaint(
         self,
@@ -203,6 +243,72 @@ class ScoreModel(nn.Module):
         return inpaint(
             self.score, y, mask, x_init=x_init, sigmas=self._sigmas_for(y), generator=generator, callback=callback
         )
+
+
+# --- initial noise ------------------------------------------------------------------------
+
+
+def no_start_message(sampler_name: str, *, x_init: bool = False) -> str:
+    """Why a composition has no initial noise, and the ways to give it one (``x_init``: passing one is a way)."""
+    ways = ["compose with sigmas=... (the start is then N(0, sigma_1^2 I))",
+            "give the sampler an initial_noise(like, generator) method or an init_range"]
+    if x_init:
+        ways.insert(0, "pass x_init to model.sample")
+    return (f"sampler {sampler_name!r} has no initial_noise and no init_range, and the composition has no sigmas, "
+            "so there is no initial noise to sample from (model.initial_noise, the trainer's grids, scorekit sample): "
+            + ", ".join(ways[:-1]) + ", or " + ways[-1])
+
+
+def start_kind(sampler: Any, sigmas: torch.Tensor | None, sampler_name: str) -> str | None:
+    """Where :meth:`ScoreModel.initial_noise` takes its start: ``"own"`` (the sampler's ``initial_noise``),
+    ``"init_range"``, ``"sigmas"`` (the default, N(mean, sigma_1^2 I)) or None (no start).
+
+    A sampler's ``init_range`` that is not a pair of finite numbers, low < high, raises
+    :class:`CompositionError`.
+    """
+    if callable(getattr(sampler, "initial_noise", None)):
+        return "own"
+    init_range = getattr(sampler, "init_range", None)
+    if init_range is not None:
+        _check_init_range(init_range, sampler_name)
+        return "init_range"
+    return None if sigmas is None else "sigmas"
+
+
+def _check_init_range(init_range: Any, sampler_name: str) -> None:
+    try:
+        low, high = (float(v) for v in init_range)
+        ok = math.isfinite(low) and math.isfinite(high) and low < high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CompositionError(f"sampler {sampler_name!r} has init_range {init_range!r:.60}; the uniform initial noise "
+                               "needs a pair (low, high) of finite numbers with low < high")
+
+
+def _check_mean(mean: torch.Tensor | float | None, like: torch.Tensor) -> torch.Tensor | None:
+    """``mean`` of the default start as a tensor in ``like``'s dtype and device (None for 0)."""
+    example = tuple(like.shape[1:])
+    allowed = (f"mean must be a finite number or a finite tensor that broadcasts to one example of shape {example} "
+               "(e.g. the data's mean over the batch, data.mean(0))")
+    if mean is None:
+        return None
+    if isinstance(mean, (int, float)) and not isinstance(mean, bool):
+        if not math.isfinite(mean):
+            raise DataError(f"{allowed}, got {mean}")
+        return torch.tensor(mean, dtype=like.dtype, device=like.device)
+    if not isinstance(mean, torch.Tensor) or mean.dtype == torch.bool or mean.is_complex():
+        raise DataError(f"{allowed}, got {getattr(mean, 'dtype', type(mean).__name__)} {mean!r:.60}")
+    try:
+        fits = torch.broadcast_shapes(mean.shape, like.shape) == like.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise DataError(f"{allowed}, got shape {tuple(mean.shape)}")
+    mean = mean.to(device=like.device, dtype=like.dtype)
+    if not torch.isfinite(mean).all():
+        raise DataError(f"{allowed}, got NaN or inf")
+    return mean
 
 
 # --- loading weights ----------------------------------------------------------------------

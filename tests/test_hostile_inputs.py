@@ -248,7 +248,7 @@ def test_sample_needs_only_the_run_directory(tmp_path, capsys):
     assert _train_tiny(run, "data.name=folder", "--data", str(images), "data.options={channels = 1}") == 0
     shutil.rmtree(images)
     assert main(["sample", str(run), "-n", "3"]) == 0
-    assert torch.load(run / "samples.pt").shape == (3, 1, 8, 8)
+    assert torch.load(run / "samples-seed0-n3.pt").shape == (3, 1, 8, 8)
     assert main(["inpaint", str(run)]) == 2  # inpainting needs real images: a clear error
     assert "image folder" in capsys.readouterr().err
 

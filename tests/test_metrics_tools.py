@@ -20,8 +20,8 @@ def test_nearest_neighbour_grid_writes_png_and_finds_exact_copies(tmp_path):
     assert (distances.diff(dim=1) >= 0).all()
     from PIL import Image
 
-    with Image.open(path) as img:  # 4 rows of 1 + 3 images, 8 px each with 1 px padding
-        assert img.size == (4 * 9 + 1, 4 * 9 + 1)
+    with Image.open(path) as img:  # 4 rows of 1 + 3 images, 8 px upscaled 8x, 1 px padding 2x, a header band
+        assert img.size[0] == 4 * 66 + 2 and img.size[1] > 4 * 66 + 2
 
 
 def test_nearest_neighbours_match_brute_force_across_chunks():

@@ -78,20 +78,48 @@ def resolve(
     overrides: Iterable[str] = (),
     data: str | None = None,
 ) -> RunConfig:
-    """Preset (or the defaults), then the config file, then overrides, then ``--data``."""
-    if preset is not None:
-        try:
-            cfg = host.get("preset", preset).factory()
-        except UnknownComponentError as exc:
-            raise UnknownComponentError(str(exc).replace("unknown preset", "unknown preset (--preset)")) from None
-    else:
-        cfg = RunConfig()
+    """Preset (or the defaults), then the config file, then overrides, then ``--data``.
+
+    The file and the overrides are read first, because a preset may depend on them:
+
+    * ``preset.KEY=VALUE`` (or a ``[preset]`` table in the file) is the keyword ``KEY`` of the preset's factory,
+      not a config key (``--preset auto preset.total_time=3600``); a keyword the factory lacks is an error.
+    * A factory that accepts ``data`` derives its configuration from the data: it receives ``--data`` (else
+      ``data.root``, else None) and, when it accepts ``data_options``, the ``data.options`` overrides as one
+      table; a ``data.options`` table then merges key by key into the options the preset derived.
+    """
+    from scorekit.options import accepted_options
+
     updates: dict[str, Any] = {}
     if config_file is not None:
         updates.update(load_config_file(config_file))
     updates.update(parse_overrides(overrides))
     if data is not None:
         updates["data.root"] = data
+    keywords = {key.partition(".")[2]: updates.pop(key) for key in list(updates) if key.startswith("preset.")}
+    if preset is None:
+        if keywords:
+            raise OptionError(f"preset.{next(iter(keywords))} sets an option of a preset; pass --preset NAME with it")
+        return RunConfig().override(updates) if updates else RunConfig()
+    try:
+        factory = host.get("preset", preset).factory
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(str(exc).replace("unknown preset", "unknown preset (--preset)")) from None
+    names, open_ended = accepted_options(factory)
+    allowed = [n for n in names if n not in ("data", "data_options")]
+    for key in keywords:
+        if key not in allowed and not (open_ended and key not in names):
+            raise OptionError(f"preset.{key}: preset {preset!r} has no option {key!r}; "
+                              f"allowed: {', '.join(f'preset.{n}' for n in allowed) or '(none)'}")
+    if "data" in names:
+        keywords["data"] = updates.get("data.root")
+        if "data_options" in names:
+            table = dict(updates.pop("data.options")) if isinstance(updates.get("data.options"), Mapping) else {}
+            for key in [k for k in updates if k.startswith("data.options.")]:
+                table[key.removeprefix("data.options.")] = updates.pop(key)
+            keywords["data_options"] = table
+            updates.update({f"data.options.{k}": v for k, v in table.items()})
+    cfg = factory(**keywords)
     return cfg.override(updates) if updates else cfg
 
 

@@ -71,10 +71,11 @@ def check_pixels(images: torch.Tensor, expected: tuple[float, float] | None, wha
 
 @torch.no_grad()
 def sample_images(model: ScoreModel, like: torch.Tensor, cfg: SampleConfig, *, n: int | None = None,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, mean: float | None = None) -> torch.Tensor:
     """``n`` samples (default ``cfg.n_samples``) in batches from the sampler's initial noise, clamped to ``cfg.clamp``.
 
-    The draws come from one CPU generator seeded with ``cfg.seed``, ``cfg.batch_size`` chains at a time.
+    The draws come from one CPU generator seeded with ``cfg.seed``, ``cfg.batch_size`` chains at a time;
+    ``mean`` (the data's, stored in checkpoints) centres the default start of a sampler without its own.
     """
     n = cfg.n_samples if n is None else n
     param = next(model.parameters(), None)
@@ -82,7 +83,7 @@ def sample_images(model: ScoreModel, like: torch.Tensor, cfg: SampleConfig, *, n
         like = like[:1].to(device=param.device, dtype=param.dtype)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     samples = sample_in_batches(model, like, n, generator=gen, batch_size=cfg.batch_size, to_cpu=True,
-                                progress=progress)
+                                progress=progress, mean=mean)
     return samples.clamp(*cfg.clamp) if cfg.clamp is not None else samples
 
 
@@ -108,8 +109,9 @@ def save_inpainting(run_dir: str | Path, images: torch.Tensor, mask: torch.Tenso
     save_grid(torch.cat([images, images * mask, filled]), run_dir / "inpaint.png", nrow=len(images))
 
 
-def save_samples(run_dir: str | Path, samples: torch.Tensor, grid_size: int) -> None:
-    """``samples.pt`` (float N x C x H x W in [0, 1]) beside ``samples.png``."""
-    run_dir = Path(run_dir)
-    atomic_torch_save(samples.float(), run_dir / "samples.pt")
-    save_grid(samples[:grid_size], run_dir / "samples.png")
+def save_samples(path: str | Path, samples: torch.Tensor, grid_size: int) -> None:
+    """The samples (float N x C x H x W in [0, 1]) to ``path`` (``.pt``), a grid of the first ``grid_size``
+    beside it (``.png``), both written atomically."""
+    path = Path(path)
+    atomic_torch_save(samples.float(), path)
+    save_grid(samples[:grid_size], path.with_suffix(".png"))

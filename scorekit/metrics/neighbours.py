@@ -34,7 +34,8 @@ def nearest_neighbours(
 def nearest_neighbour_grid(
     samples: torch.Tensor, train: torch.Tensor, path: str | os.PathLike[str], k: int = 5, n: int = 16
 ) -> torch.Tensor:
-    """Save a PNG with one row per sample (the first ``n``): the sample, then its ``k`` nearest training images.
+    """Save a PNG with one row per sample (the first ``n``): the sample, then its ``k`` nearest training images,
+    under a header naming the columns (``sample``, ``nearest 1`` ... ``nearest k``, nearest first).
 
     Returns the pixel-space L2 distances ``[n, k]`` (ascending per row). A nearest distance
     near 0 means a sample copies a training image.
@@ -54,5 +55,6 @@ def nearest_neighbour_grid(
     distances, indices = nearest_neighbours(queries, train, k)
     neighbours = train[indices.flatten().to(train.device)].cpu().reshape(queries.shape[0], k, *train.shape[1:])
     rows = torch.cat([queries.cpu().unsqueeze(1), neighbours], 1)
-    write_grid(rows.flatten(0, 1), path, nrow=k + 1, padding=1, pad_value=0.5)
+    labels = ["sample", *(f"nearest {i}" for i in range(1, k + 1))]
+    write_grid(rows.flatten(0, 1), path, nrow=k + 1, padding=1, pad_value=0.5, column_labels=labels)
     return distances.to(torch.float32)

@@ -1,7 +1,8 @@
-"""What every sampler hands its ``callback`` after each step."""
+"""What every sampler hands its ``callback`` after each step, and how its ``initial_noise`` is called."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import attrs
@@ -47,3 +48,23 @@ class SamplerStep:
 def mean_norm(t: torch.Tensor) -> float:
     """Mean over the batch of the per-example L2 norm of ``t`` ([B, ...])."""
     return rows(t.detach()).norm(dim=1).mean().item()
+
+
+def takes_sigmas(initial_noise: Callable[..., Any]) -> bool:
+    """Whether a sampler's ``initial_noise`` names a ``sigmas`` keyword (it then receives the composition's)."""
+    try:
+        param = inspect.signature(initial_noise).parameters.get("sigmas")
+    except (TypeError, ValueError):  # no signature to read: the old call, (like, generator)
+        return False
+    return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
+
+
+def draw_initial_noise(
+    initial_noise: Callable[..., torch.Tensor], like: torch.Tensor, generator: torch.Generator | None,
+    sigmas: torch.Tensor | None,
+) -> torch.Tensor:
+    """Call a sampler's ``initial_noise`` as the contract says: ``(like, generator)``, plus ``sigmas=`` when it
+    names that keyword (one written before the keyword existed is called as it always was)."""
+    if takes_sigmas(initial_noise):
+        return initial_noise(like, generator, sigmas=sigmas)
+    return initial_noise(like, generator)

@@ -14,7 +14,7 @@ import attrs
 import torch
 
 from scorekit import rng
-from scorekit.samplers.info import Callback
+from scorekit.samplers.info import Callback, draw_initial_noise
 from scorekit.samplers.inpaint import KnownEntries, bool_mask
 from scorekit.samplers.monitor import StepLog
 from scorekit.score import ScoreFunction, as_score, sigma_batch
@@ -150,7 +150,7 @@ class LangevinFamily:
         known entries equal ``y`` bit for bit. The arguments are trusted as
         ``ScoreModel.inpaint`` passes them (it checks ``y``, ``mask`` and ``x_init``).
         """
-        x = self.initial_noise(y, generator) if x_init is None else x_init
+        x = draw_initial_noise(self.initial_noise, y, generator, sigmas) if x_init is None else x_init
         return self._run(score, x, sigmas, generator, callback, KnownEntries(y, bool_mask(mask, y)))
 
 

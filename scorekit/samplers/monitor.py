@@ -1,8 +1,18 @@
-"""Watching a sampler run: chains that became NaN or inf, the callback, the optional progress bar."""
+"""Watching a sampler run: chains that became NaN or inf, the callback, the optional progress bar.
+
+:func:`progress_bar` is the one place that decides how progress is shown, for the samplers'
+own ``progress`` option, the trainer and :func:`scorekit.training.sampling.sample_in_batches`:
+tqdm's redrawn bar on a terminal, plain lines at most every few seconds elsewhere (a Slurm
+log, CI, a pipe), where a redrawn bar would fill the file with carriage returns.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, TextIO
 
 import torch
 
@@ -10,12 +20,109 @@ from scorekit.errors import DivergenceError
 from scorekit.samplers.info import Callback, SamplerStep, mean_norm
 from scorekit.score import rows
 
+#: seconds between two plain progress lines
+PLAIN_EVERY = 10.0
 
-def progress_bar(total: int, desc: str, unit: str) -> Any:
-    """A tqdm bar (imported only when asked for)."""
-    from tqdm.auto import tqdm
+#: who wants to know how many steps the sampler about to run takes (:func:`announcing_totals`)
+_TOTAL_LISTENER: ContextVar[Callable[[int], None] | None] = ContextVar("scorekit_sampler_total", default=None)
 
-    return tqdm(total=total, desc=desc, unit=unit)
+
+def is_interactive(stream: TextIO) -> bool:
+    """Whether progress on ``stream`` can be a redrawn bar: a terminal, or a Jupyter kernel (tqdm's widget)."""
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(total: int | None, desc: str, unit: str, *, initial: int = 0, disable: bool = False,
+                 stream: TextIO | None = None, every: float = PLAIN_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> Any:
+    """A progress display with tqdm's ``update`` / ``set_postfix`` / ``close`` and a settable ``total``.
+
+    A tqdm bar when ``stream`` (default: ``sys.stderr``) is interactive (:func:`is_interactive`),
+    else a :class:`PlainProgress` printing one line every ``every`` seconds of ``clock`` and
+    one at the end. ``total=None``: not known yet (set ``bar.total`` once it is).
+    """
+    stream = sys.stderr if stream is None else stream
+    if disable or is_interactive(stream):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, file=stream,
+                    dynamic_ncols=True)
+    return PlainProgress(total, desc, unit, initial=initial, stream=stream, every=every, clock=clock)
+
+
+class PlainProgress:
+    """Progress as plain lines, ``training: step 1200/8000 (15%), 2.1 it/s, loss 7.41, eta 54 min``,
+    at most one every ``every`` seconds and one at :meth:`close`: a log file stays readable."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, *, initial: int = 0, stream: TextIO,
+                 every: float = PLAIN_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
+        self.n = self.initial = self.shown = initial
+        self.every, self.clock = every, clock
+        self.start = self.last = clock()
+        self.postfix: dict[str, Any] = {}
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.clock() - self.last >= self.every:
+            self._print()
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        """Values shown after the rate (``loss 7.41``), from the next line on."""
+        self.postfix = dict(values)
+
+    def refresh(self) -> None:
+        """Nothing to redraw: the next line shows what changed."""
+
+    def close(self) -> None:
+        if not self.closed and self.n != self.shown:
+            self._print()
+        self.closed = True
+
+    def line(self) -> str:
+        """The progress line as of now."""
+        elapsed = self.clock() - self.start
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else None
+        parts = [f"{self.desc}: {self.unit} {self.n}" + (f"/{self.total}" if self.total else "")]
+        if self.total:
+            parts[0] += f" ({100 * self.n / self.total:.0f}%)"
+        if rate is not None:
+            parts.append(f"{rate:.3g} it/s" if rate < 1000 else f"{rate:.0f} it/s")
+        parts += [f"{key} {value}" for key, value in self.postfix.items()]
+        if self.total and rate and self.n < self.total:
+            parts.append(f"eta {format_duration((self.total - self.n) / rate)}")
+        return ", ".join(parts)
+
+    def _print(self) -> None:
+        print(self.line(), file=self.stream, flush=True)
+        self.shown, self.last = self.n, self.clock()
+
+
+def format_duration(seconds: float) -> str:
+    """``40 s``, ``54 min``, ``2.5 h``: a remaining time as one reads it in a log."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@contextmanager
+def announcing_totals(listener: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, every sampler run tells ``listener(total)`` its number of steps when it starts
+    (the samplers that keep a :class:`StepLog`), so that a caller counting steps through the callback
+    knows the total in advance."""
+    token = _TOTAL_LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _TOTAL_LISTENER.reset(token)
 
 
 def format_chains(idx: list[int], limit: int = 10) -> str:
@@ -82,7 +189,8 @@ class StepLog:
     when given, else of ``x``), which checks every 50 steps, at :meth:`check` and at
     :meth:`close`; calls the callback with a :class:`SamplerStep` (the float fields are
     computed only when there is a callback, so a run without one has no host sync
-    besides the monitor's), and advances the progress bar.
+    besides the monitor's), and advances the progress bar. It tells its total to the
+    listener of :func:`announcing_totals`, if any, when it is made.
     """
 
     def __init__(self, total: int, desc: str, unit: str, callback: Callback | None, progress: bool) -> None:
@@ -90,6 +198,9 @@ class StepLog:
         self.callback = callback
         self.step = 0
         self.bar = progress_bar(total, desc, unit) if progress else None
+        listener = _TOTAL_LISTENER.get()
+        if listener is not None:
+            listener(total)
 
     def __call__(
         self, x: torch.Tensor, *, level: int | None, sigma: float | None, step_size: float | torch.Tensor,

@@ -60,8 +60,11 @@ def check_sampler(
     - ``callback``: the callback is called at least once, with an object that has every
       field of :data:`CALLBACK_FIELDS`, integer steps counting up, and ``x`` shaped like ``x_init``.
     - ``moves_to_target``: 64 chains started at +10 end with a mean within 2.5 of 0.
-    - ``initial_noise``: if the sampler has ``initial_noise(like, generator)``, it is shaped
-      like ``like``, finite and reproducible.
+    - ``initial_noise``: if the sampler has ``initial_noise(like, generator)`` (or
+      ``initial_noise(like, generator, *, sigmas)``, then given the composition's sigmas), what
+      ``model.initial_noise`` draws with it is shaped like ``like``, finite and reproducible.
+      Without one the rule is skipped: the model's own start applies (``init_range``, else
+      N(0, sigma_1^2 I); see :meth:`~scorekit.ScoreModel.initial_noise`).
     - ``inpaint``: if the sampler has ``inpaint``, the known entries come back equal to ``y``.
     - ``device``: samples are on ``x_init``'s device (CUDA, when available).
     - ``options``: an unknown option, or an invalid value of an attrs field, raises OptionError naming it.
@@ -177,14 +180,14 @@ def _check_moves_to_target(contract: Contract, model: ScoreModel, shape: tuple[i
 
 def _check_initial_noise(contract: Contract, model: ScoreModel, shape: tuple[int, ...], seed: int) -> None:
     rule = "initial_noise"
-    init = getattr(model.sampler, "initial_noise", None)
-    if init is None:
-        contract.skipped(rule, "the sampler has no initial_noise")
+    if not callable(getattr(model.sampler, "initial_noise", None)):
+        contract.skipped(rule, "the sampler has no initial_noise; model.initial_noise uses its init_range or "
+                               "N(0, sigma_1^2 I)")
         return
     like = torch.zeros((3, *shape), dtype=torch.float64)
-    with contract.calling(rule, "drawing initial noise"):
-        a = init(like, generator(like.device, seed))
-        b = init(like, generator(like.device, seed))
+    with contract.calling(rule, "drawing initial noise"):  # as the model calls it: with sigmas= if it takes them
+        a = model.initial_noise(like, generator(like.device, seed))
+        b = model.initial_noise(like, generator(like.device, seed))
     contract.require(isinstance(a, torch.Tensor) and a.shape == like.shape and a.dtype == like.dtype, rule,
                      f"initial_noise returned {tuple(getattr(a, 'shape', ()))} {getattr(a, 'dtype', type(a).__name__)} "
                      f"for `like` of shape {tuple(like.shape)} {like.dtype}")

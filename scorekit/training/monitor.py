@@ -1,22 +1,27 @@
-"""What a run reports besides its checkpoints: the held-out Eq. 6 loss, sample grids and ``metrics.jsonl``."""
+"""What a run reports besides its checkpoints: the held-out Eq. 6 loss, sample grids, ``metrics.jsonl``
+(and the same scalars to TensorBoard), ``loss.png``, and the console lines of the ``scorekit`` logger."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import torch
 
 from scorekit.batch_checks import check_batch
-from scorekit.errors import DataError, DivergenceError
+from scorekit.errors import DataError, DivergenceError, OptionError
 from scorekit.estimators.dsm import DenoisingScoreMatching
 from scorekit.files import atomic_write
 from scorekit.model import ScoreModel
 from scorekit.training.data import Data, dataset_size, fetch
 from scorekit.training.sampling import sample_in_batches, write_grid
+
+logger = logging.getLogger("scorekit.training")
 
 #: seed of the held-out noise; fixed so that the loss is comparable between checkpoints and runs
 HELDOUT_SEED = 0
@@ -99,19 +104,21 @@ def save_grid(
     n: int = 64,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     seed: int = 0,
+    mean: float | None = None,
 ) -> torch.Tensor:
     """Sample ``n`` images shaped like the examples of ``like`` from the sampler's initial noise; save a grid.
 
     ``clamp=(low, high)`` clamps the samples and maps that range to black..white;
     ``None`` scales each grid from its own minimum to maximum (:func:`write_grid`). One
     batch, from a generator on ``like``'s device seeded with ``seed``, so grids of
-    successive checkpoints start from the same noise. Returns the samples.
+    successive checkpoints start from the same noise; ``mean`` centres the default initial
+    noise of a sampler without its own. Returns the samples.
     """
     generator = torch.Generator(device=like.device).manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
-        samples = sample_in_batches(model, like, n, generator=generator)
+        samples = sample_in_batches(model, like, n, generator=generator, mean=mean)
     finally:
         model.train(was_training)
     write_grid(samples, path, clamp=clamp)
@@ -119,10 +126,14 @@ def save_grid(
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, each with ``kind`` and ``step``."""
+    """``metrics.jsonl``: one JSON object per line, each with ``kind`` and ``step``.
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
-        self.path, self.enabled = Path(path), enabled
+    With a ``writer`` (a TensorBoard ``SummaryWriter``), every number of a line is also
+    written there as the scalar ``<kind>/<name>`` (a list as ``<kind>/<name>/<index>``).
+    """
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, writer: Any = None) -> None:
+        self.path, self.enabled, self.writer = Path(path), enabled, writer
 
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:
@@ -130,6 +141,15 @@ class MetricsLog:
         line = json.dumps({"kind": kind, "step": step, **values}, default=_plain)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+        if self.writer is not None:
+            for tag, value in _scalars(kind, values):
+                self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer, if any."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def reset(self) -> None:
         """Start an empty log (a fresh run: lines of a run that died before its first checkpoint are dropped)."""
@@ -157,3 +177,178 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"metric value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _scalars(kind: str, values: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The numbers of a metrics line as ``(tag, value)``: ``kind/name``, lists as ``kind/name/index``."""
+    out: list[tuple[str, float]] = []
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                out.append((f"{kind}/{name}" + ("" if index is None else f"/{index}"), float(item)))
+    return out
+
+
+# --- TensorBoard --------------------------------------------------------------------------------
+
+#: what ``train.logger="tensorboard"`` says when the package is missing
+TENSORBOARD_MISSING = 'train.logger="tensorboard" needs the tensorboard package: pip install "scorekit[tensorboard]"'
+
+
+def summary_writer_class() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``; an :class:`OptionError` when tensorboard is not installed
+    (checked when a run starts, before its first step)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # torch raises ImportError itself when the tensorboard package is missing
+        raise OptionError(TENSORBOARD_MISSING) from exc
+    return SummaryWriter
+
+
+def open_tensorboard(run_dir: str | os.PathLike, *, resumed_step: int | None = None) -> Any:
+    """A ``SummaryWriter`` on ``<run_dir>/tensorboard/``. A resume from step ``resumed_step`` hides the
+    events logged after it by the run that died (``purge_step``), as ``metrics.jsonl`` drops its lines."""
+    writer_class = summary_writer_class()
+    purge = None if resumed_step is None else resumed_step + 1
+    return writer_class(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge)
+
+
+# --- loss.png -----------------------------------------------------------------------------------
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The lines of a ``metrics.jsonl`` (none when it is missing; a line cut short by a kill is skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+#: a curve of :func:`plot_curves`: ``(label, points, style)``, style ``"line"``, ``"faint"`` or ``"markers"``
+Curve = tuple[str, Sequence[tuple[float, float]], str]
+
+
+def plot_curves(path: str | os.PathLike, curves: Sequence[Curve], *, ylabel: str) -> Path | None:
+    """A PNG plot of ``curves`` against the training step, written atomically; None without matplotlib.
+
+    matplotlib's object interface with the Agg canvas: pyplot and the process's backend are
+    left alone (a notebook keeps its inline plots). A log scale when every value is positive
+    and they span more than a factor of 10.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(5.5, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    styles = {"line": dict(linewidth=1.5), "faint": dict(linewidth=0.8, alpha=0.3),
+              "markers": dict(marker="o", markersize=3, linewidth=1)}
+    values = [y for _, points, _ in curves for _, y in points]
+    for label, points, style in curves:
+        if points:
+            ax.plot(*zip(*points), label=label, **styles[style])
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len([c for c in curves if c[1]]) > 1:
+        ax.legend()
+    fig.tight_layout()
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+
+
+def plot_losses(run_dir: str | os.PathLike) -> Path | None:
+    """``<run_dir>/loss.png``: the training loss (raw and smoothed) and the held-out loss against the step,
+    from ``metrics.jsonl``. None, with one logged line, without matplotlib; None without any loss line."""
+    run_dir = Path(run_dir)
+    lines = read_metrics(run_dir / "metrics.jsonl")
+    train = [(m["step"], m["loss"]) for m in lines if m.get("kind") == "train" and _finite(m.get("loss"))]
+    held = [(m["step"], m["heldout_loss"]) for m in lines
+            if m.get("kind") == "eval" and _finite(m.get("heldout_loss"))]
+    if not train and not held:
+        return None
+    window = len(train) // 25  # a moving average once there are enough points for one to help
+    if window > 1:
+        smoothed = list(zip([s for s, _ in train], smooth([v for _, v in train], window)))
+        curves: list[Curve] = [("training loss", train, "faint"), (f"training loss, mean of {window}", smoothed,
+                                                                    "line")]
+    else:
+        curves = [("training loss", train, "line")]
+    curves.append(("held-out loss (Eq. 6)", held, "markers"))
+    out = plot_curves(run_dir / "loss.png", curves, ylabel="loss")
+    if out is None:
+        logger.info("loss.png skipped: matplotlib is not installed (pip install \"scorekit[plot]\")")
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- console ------------------------------------------------------------------------------------
+
+class _ConsoleHandler(logging.Handler):
+    """One line per record on ``stream`` (default: the current ``sys.stderr``), through ``tqdm.write`` so
+    that a progress bar on the terminal is redrawn below the line instead of being broken by it."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream or sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class _PlainFormatter(logging.Formatter):
+    """The message alone; ``warning: `` / ``error: `` before those of higher levels."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> bool:
+    """Show the ``scorekit`` logger's messages of ``level`` and above on ``stream`` (default: stderr), one plain
+    line each (held-out losses, FID, the time budget, warnings), unless logging is already set up.
+
+    Does nothing, and returns False, when the root logger or the ``scorekit`` logger already has a
+    handler (the application configured logging: its configuration wins) — so calling it twice is
+    harmless. Otherwise adds one handler to the ``scorekit`` logger (the root logger is never touched),
+    sets its level unless one was set, and returns True. The ``scorekit`` command calls it at start.
+    """
+    log = logging.getLogger("scorekit")
+    if logging.getLogger().handlers or log.handlers:
+        return False
+    handler = _ConsoleHandler(stream)
+    handler.setFormatter(_PlainFormatter("%(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(level)
+    return True

@@ -104,6 +104,15 @@ class DataConfig:
     options: dict[str, Any] = attrs.field(factory=dict, validator=_dict)
 
 
+#: the values of ``train.logger``
+LOGGERS = ("none", "tensorboard")
+#: the ``train`` keys that only schedule a run (how long, how often to write what): they change neither the
+#: model nor the data nor the updates, so a resume may change them (``scorekit resume`` accepts only these
+#: and the ``sample`` section)
+SCHEDULE_KEYS = ("n_iters", "time_budget", "checkpoint_every", "sample_every", "eval_every", "log_every", "logger",
+                 "keep_checkpoints")
+
+
 @frozen
 class TrainConfig:
     """Optimisation, checkpointing and monitoring (section 5 and appendix B.2 of the paper)."""
@@ -130,6 +139,12 @@ class TrainConfig:
     sample_every: int = attrs.field(default=5_000, validator=non_negative_int)
     eval_every: int = attrs.field(default=5_000, validator=non_negative_int)
     log_every: int = attrs.field(default=100, validator=positive_int)
+    #: seconds of training (not counting the final sampling) after which the run stops as if ``n_iters``
+    #: were reached: the current step finishes and is checkpointed; None: no limit
+    time_budget: float | None = attrs.field(default=None, validator=optional(positive))
+    #: where the training figures go besides ``metrics.jsonl``: "none", or "tensorboard" (needs the
+    #: ``tensorboard`` extra) writing event files to ``<run dir>/tensorboard/``
+    logger: str = attrs.field(default="none", validator=one_of(*LOGGERS))
     seed: int = attrs.field(default=0, validator=seed_value)
     num_workers: int = attrs.field(default=0, validator=non_negative_int)
     #: FID on this many samples at every checkpoint, keeping ``best.pt`` by the lowest

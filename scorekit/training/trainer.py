@@ -10,7 +10,15 @@ gradient clipping, and writes into its run directory:
 - ``metrics.jsonl``: training loss, learning rate and iterations per second every
   ``log_every`` steps, the held-out loss every ``eval_every`` steps, and what
   ``on_checkpoint`` returns;
-- ``grid_<step>.png`` every ``sample_every`` steps for image data.
+- ``grid_<step>.png`` every ``sample_every`` steps for image data;
+- ``loss.png`` at the end (training and held-out loss against the step, with matplotlib);
+- ``tensorboard/`` with ``logger="tensorboard"``: the scalars of ``metrics.jsonl``.
+
+Progress is a bar on a terminal and a plain line every 10 s elsewhere
+(:func:`~scorekit.samplers.monitor.progress_bar`); the held-out loss, the checkpoint hook's
+metrics and the end of the time budget are logged (logger ``scorekit.training``, shown on
+the console by :func:`~scorekit.training.monitor.configure_logging`). ``time_budget`` stops the
+run after that many seconds of this process, as if ``n_iters`` had been reached.
 
 On CPU, the same seed, config and thread count train to bit-identical weights, and a
 run resumed from a checkpoint continues bit-identically (``num_workers=0``): the
@@ -41,12 +49,13 @@ from typing import Any, Callable, Iterator, Literal
 import attrs
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+import torch.distributed as dist
 
 from scorekit.batch_checks import check_batch, check_same_device_dtype
 from scorekit.errors import CheckpointError, CompositionError, DivergenceError, OptionError, TrainingInterrupted
 from scorekit.files import atomic_copy, link_or_copy, remove_stale_temporaries
 from scorekit.model import ScoreModel
+from scorekit.samplers.monitor import progress_bar
 from scorekit.training import distributed
 from scorekit.training.checkpoint import (
     CKPT_NAME,
@@ -60,7 +69,15 @@ from scorekit.training.checkpoint import (
 )
 from scorekit.training.data import Batches, Data, DataOrder, dataset_size, fetch
 from scorekit.training.ema import EMA
-from scorekit.training.monitor import MetricsLog, heldout_loss, is_image_batch, save_grid
+from scorekit.training.monitor import (
+    MetricsLog,
+    heldout_loss,
+    is_image_batch,
+    open_tensorboard,
+    plot_losses,
+    save_grid,
+    summary_writer_class,
+)
 from scorekit.training.run_config import RunConfig, SampleConfig, TrainConfig
 from scorekit.training.schedules import lr_scheduler
 
@@ -74,7 +91,10 @@ CheckpointHook = Callable[[int, ScoreModel, Path], "dict[str, Any] | None"]
 #: ``on_start(step, checkpoint)``: the run is set up and starts from ``step`` (0, or that of ``checkpoint``)
 StartHook = Callable[[int, "Path | None"], None]
 #: training options that do not change the trained weights (a resume may change them freely)
-_BOOKKEEPING = ("n_iters", "keep_checkpoints", "checkpoint_every", "log_every", "eval_every", "sample_every")
+_BOOKKEEPING = ("n_iters", "keep_checkpoints", "checkpoint_every", "log_every", "eval_every", "sample_every",
+                "time_budget", "logger")
+#: the clock of ``time_budget`` (a test replaces it)
+_clock = time.monotonic
 
 
 @attrs.frozen
@@ -98,6 +118,7 @@ class TrainResult:
     heldout_loss: float | None  #: the last held-out loss, if evaluated
     ema: EMA | None  #: the EMA weights (``result.ema.copy_to(model)`` to use them)
     best: dict[str, Any] | None = None  #: ``{"metric", "value", "step"}`` of ``best.pt``
+    time_budget_reached: bool = False  #: stopped by ``time_budget`` at ``step``, before ``n_iters``
 
 
 def derive_seed(seed: int, *keys: int | str) -> int:
@@ -151,13 +172,24 @@ def train(
     ``config.seed`` at the start of a fresh run (they drive lazy initialisation, dropout
     and data transforms), and restored from the checkpoint on resume.
 
+    ``config.time_budget`` seconds after this call (setup included; a resumed run gets the
+    whole budget again), the step under way is finished and checkpointed and training stops
+    as if ``n_iters`` had been reached (``result.time_budget_reached``; a ``time_budget`` line
+    in ``metrics.jsonl``). ``config.logger="tensorboard"`` also writes the scalars of
+    ``metrics.jsonl`` to ``run_dir/tensorboard/`` (an :class:`OptionError` here, before anything
+    else, when tensorboard is not installed). ``progress`` shows a bar, or plain lines when
+    stderr is not a terminal. ``loss.png`` is drawn at the end when matplotlib is installed.
+
     Under ``torchrun`` (``WORLD_SIZE > 1``) the network is wrapped in DDP and every
     process trains on its share of each batch; see :mod:`scorekit.training.distributed`.
     """
+    started = _clock()
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a scorekit.training.TrainConfig, got {type(config).__name__}")
     if best_mode not in ("min", "max"):
         raise OptionError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+    if config.logger == "tensorboard":
+        summary_writer_class()  # a missing package fails now, not after the first checkpoint
     env = distributed.detect()
     device = distributed.device_for(env, config.device)
     created = distributed.setup(env, device)
@@ -167,7 +199,7 @@ def train(
                    keep_all=keep_all, callback=callback, resume=resume)
         if on_start is not None and env.is_main:
             on_start(run.step, run.resumed_from)
-        return run.fit(progress)
+        return run.fit(progress, started)
     finally:
         distributed.teardown(created)
 
@@ -192,6 +224,8 @@ class _Run:
         self.last_is_saved = True
         self.resumed_from: Path | None = None
         self.last_heldout: float | None = None
+        #: why the run stops before ``n_iters`` (the time budget), stored in the last checkpoint
+        self.stopped: dict[str, Any] | None = None
         self.signals = _Signals()
 
         if env.is_main:
@@ -220,6 +254,10 @@ class _Run:
                 raise CheckpointError(f"the weights in {self.resumed_from} do not fit this model: {exc}") from exc
         self.images = is_image_batch(first)
         self.example = first
+        # the centre of the default initial noise of a sampler without its own (ScoreModel.initial_noise): the
+        # mean pixel of up to 256 examples spread over the data set, kept in checkpoints for `scorekit sample`
+        spread = torch.linspace(0, self.n - 1, min(self.n, 256)).round().long()
+        self.data_mean = float(fetch(dataset, spread).float().mean())
         self.channels_last = config.channels_last and first.ndim == 4
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -336,12 +374,15 @@ class _Run:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def fit(self, progress: bool) -> TrainResult:
+    def fit(self, progress: bool, started: float) -> TrainResult:
         config = self.config
         window_loss, window_steps, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
         last_loss: float | None = None
-        bar = tqdm(total=config.n_iters, initial=self.step, disable=not (progress and self.env.is_main),
-                   desc=self.run_dir.name, dynamic_ncols=True)
+        budget_reached = False
+        if config.logger == "tensorboard" and self.env.is_main:
+            self.metrics.writer = open_tensorboard(self.run_dir, resumed_step=self.step)
+        bar = progress_bar(config.n_iters, "training", "step", initial=self.step,
+                           disable=not (progress and self.env.is_main))
         # the random states before each step, for a Ctrl-C in the middle of it; numpy's and Python's
         # generators are only drawn from by dataset transforms, which a tensor dataset does not have
         host_rngs = not isinstance(self.batches.dataset, torch.Tensor)
@@ -366,7 +407,8 @@ class _Run:
                     window_steps += 1
                     if self.callback is not None:
                         self.callback(StepInfo(step=self.step, loss=loss, lr=lr, grad_norm=grad_norm))
-                    done = self.step == config.n_iters
+                    budget_reached = self._budget_reached(started)
+                    done = self.step == config.n_iters or budget_reached
                     if self.step % config.log_every == 0 or done:
                         elapsed = time.perf_counter() - window_start
                         last_loss = window_loss.item() / window_steps
@@ -376,10 +418,15 @@ class _Run:
                         bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
                         window_loss.zero_()
                         window_steps = 0
+                    if budget_reached:
+                        bar.close()  # its last line comes before the message
+                        self._stop_on_budget(_clock() - started)
                 if self.env.is_main:
                     self._after_step(done)
                 if window_steps == 0:  # it/s counts training steps, not evaluation or checkpoints
                     window_start = time.perf_counter()
+                if budget_reached:
+                    break
         except DivergenceError as exc:
             self._diverged(exc, self.step if committed else self.step + 1)
         except KeyboardInterrupt as exc:
@@ -390,8 +437,34 @@ class _Run:
             self.signals.uninstall()
             bar.close()
             self.batches.close()
+            self.metrics.close()
+        if self.env.is_main:
+            plot_losses(self.run_dir)
         return TrainResult(run_dir=self.run_dir, step=self.step, checkpoint=self.last_path if self.env.is_main else None,
-                           loss=last_loss, heldout_loss=self.last_heldout, ema=self.ema, best=self.best)
+                           loss=last_loss, heldout_loss=self.last_heldout, ema=self.ema, best=self.best,
+                           time_budget_reached=budget_reached)
+
+    def _budget_reached(self, started: float) -> bool:
+        """Whether ``time_budget`` seconds have passed since ``started``; under torchrun rank 0's clock decides
+        (one one-element broadcast a step), so that every rank stops after the same step."""
+        budget = self.config.time_budget
+        if budget is None:
+            return False
+        reached = _clock() - started >= budget
+        if self.env.active and dist.is_initialized():
+            flag = torch.tensor([float(reached)], device=self.device)
+            dist.broadcast(flag, src=0)
+            reached = bool(flag.item())
+        return reached
+
+    def _stop_on_budget(self, elapsed: float) -> None:
+        """Record that the time budget ends the run at this step (its checkpoint follows)."""
+        budget, step, n_iters = self.config.time_budget, self.step, self.config.n_iters
+        self.stopped = {"reason": "time_budget", "time_budget": budget, "seconds": elapsed, "n_iters": n_iters}
+        self.metrics.write("time_budget", step, time_budget=budget, seconds=elapsed, n_iters=n_iters)
+        if self.env.is_main:
+            logger.info("time budget of %g s reached at step %d of %d; checkpointing and stopping", budget, step,
+                        n_iters)
 
     def _forward_backward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = next(self.batches).to(self.device, non_blocking=True)
@@ -417,6 +490,7 @@ class _Run:
                 values = heldout_loss(self.model, self.holdout, batch_size=config.batch_size)
             self.last_heldout = values["heldout_loss"]
             self.metrics.write("eval", step, **values)
+            logger.info("step %d: held-out loss %.5g", step, values["heldout_loss"])
         if config.sample_every and self.images and (step % config.sample_every == 0 or done):
             self._grid()
         if step % config.checkpoint_every == 0 or done:
@@ -434,13 +508,13 @@ class _Run:
             self.model.train()
 
     def _grid(self) -> None:
-        if self.model.sampler is None or getattr(self.model.sampler, "initial_noise", None) is None:
-            logger.info("no sample grids: the composition's sampler has no initial_noise")
+        if not self.model.has_initial_noise():
+            logger.info("no sample grids: the composition cannot draw initial noise (ScoreModel.has_initial_noise)")
             self.images = False
             return
         with self._sampling_weights():
             save_grid(self.model, self.example, self.run_dir / f"grid_{self.step}.png", n=self.sample_config.grid_size,
-                      clamp=self.sample_config.clamp, seed=self.sample_config.seed)
+                      clamp=self.sample_config.clamp, seed=self.sample_config.seed, mean=self.data_mean)
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -460,6 +534,8 @@ class _Run:
             improved = math.isfinite(value) and (old is None or (value < old if self.best_mode == "min" else value > old))
             if improved:
                 self.best = {"metric": self.best_metric, "value": value, "step": self.step}
+        if self.on_checkpoint is not None:
+            logger.info("%s", _checkpoint_line(self.step, values, self.best if improved else None))
         self._save(capture_rng(self.train_generator, self.order), metrics=values)
         with self.signals.held():
             if improved:
@@ -486,7 +562,8 @@ class _Run:
             save_checkpoint(self.last_path, model=self.model, step=self.step, optimizer=self.optimizer, ema=self.ema,
                             rng=rng, run_config=self.run_config, train_config=attrs.asdict(self.config),
                             world_size=self.env.world_size, metrics=metrics or {}, best=self.best,
-                            num_threads=torch.get_num_threads(), example_shape=list(self.example.shape[1:]))
+                            num_threads=torch.get_num_threads(), example_shape=list(self.example.shape[1:]),
+                            data_mean=self.data_mean, stopped=self.stopped)
             self.saved_step = self.step
             self.last_is_saved = True
             if not self.keep_all:
@@ -550,6 +627,17 @@ def _run_config_for(model: ScoreModel, config: TrainConfig, run_config: RunConfi
                 "a checkpoint would rebuild the wrong model (build it with scorekit.training.build_model(run_config))"
             )
     return attrs.evolve(run_config, train=config)
+
+
+def _checkpoint_line(step: int, values: dict[str, Any], best: dict[str, Any] | None) -> str:
+    """``step 5000: fid 23.4, fid_samples 1000 (best so far)``: the checkpoint hook's numbers on one line."""
+    shown = ", ".join(f"{key} {value:.5g}" if isinstance(value, float) else f"{key} {value}"
+                      for key, value in values.items() if key != "heldout_loss" and _is_number(value))
+    return f"step {step}: {shown or 'checkpoint'}" + (" (best so far)" if best is not None else "")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _reason(error: BaseException) -> str:

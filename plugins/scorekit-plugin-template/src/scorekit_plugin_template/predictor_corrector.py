@@ -4,7 +4,8 @@ At each level, largest first: ``n_corrector`` Langevin steps whose step size is 
 signal-to-noise ratio (the corrector), then one reverse-diffusion step to the next level
 (the predictor): ``x <- x + (sigma_i^2 - sigma_{i+1}^2) s(x, sigma_i) + sqrt(sigma_i^2 - sigma_{i+1}^2) z``.
 After the last level, an optional noise-free step to sigma = 0 denoises the samples.
-Start from noise of the largest sigma's scale: ``sigmas[0] * torch.randn(...)``.
+It has no ``initial_noise``: ``model.initial_noise`` (and so ``scorekit train`` and ``scorekit sample``)
+starts it from N(0, sigma_1^2 I), sigma_1 the largest sigma, the prior of the variance-exploding SDE.
 """
 
 from __future__ import annotations
