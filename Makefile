@@ -9,7 +9,7 @@ CONSTRAINTS := constraints/local.txt
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 JOBS   ?= 2
 
-.PHONY: run test install bench docs clean
+.PHONY: run test install bench bench-quality docs clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/update_step.py
 	$(PY) benchmarks/ssm_modes.py
 	$(PY) benchmarks/toy_mixture_weights.py
+
+# the quality of the embedded default over 3 training x 3 sampling seeds (about 35 minutes on 2 cores)
+bench-quality: $(STAMP)
+	$(PY) benchmarks/seed_grid.py --out runs/seed-grid
 
 docs: $(STAMP)
 	$(PY) -m pytest -q tests/test_docs.py

@@ -30,6 +30,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600): give it the mode open() would (0644 usually)
+        os.fchmod(fd, 0o666 & ~_umask())
 
     def fill() -> None:
         with os.fdopen(fd, "wb") as f:
@@ -38,6 +40,13 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
             os.fsync(f.fileno())
 
     return _publish(Path(tmp), path, fill)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _publish(tmp: Path, target: Path, prepare: Callable[[], None]) -> Path:

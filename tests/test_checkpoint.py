@@ -105,3 +105,22 @@ def test_a_checkpoint_without_a_run_config_cannot_rebuild_the_model(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"] is None
     with pytest.raises(CheckpointError, match="without a RunConfig"):
         load_model_from_checkpoint(tmp_path / "run" / "last.pt")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_get_the_mode_a_plain_open_would_give(tmp_path, umask):
+    """A run directory is shared (a colleague, a web server): the temporary file's private 0600 must not stick."""
+    import os
+
+    from scorekit.files import atomic_write
+
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "atomic.bin", lambda f: f.write(b"x"))
+        with open(tmp_path / "plain.bin", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "atomic.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.bin").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +13,8 @@ from torch import nn
 import scorekit
 from scorekit.training import TrainConfig, load_checkpoint, train
 from scorekit.training import trainer as trainer_module
+
+from .helpers import torchrun
 
 
 def data() -> torch.Tensor:
@@ -141,12 +140,25 @@ torch.save({"step": result.step, "reached": result.time_budget_reached}, os.path
 def test_under_torchrun_every_rank_stops_at_rank_0s_step(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SCOREKIT_DISABLE_PLUGIN_AUTOLOAD": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script),
-           str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun([str(script), str(tmp_path)], timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks == [{"step": 4, "reached": True}, {"step": 4, "reached": True}]
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+
+
+def test_the_progress_display_ends_where_the_budget_ends(tmp_path, monkeypatch, capsys):
+    """With a budget the display's total is the step the budget will allow, not n_iters (a 30-minute run of
+    n_iters 1,000,000 must not say 'eta 64 h')."""
+    clock = StepClock()
+    monkeypatch.setattr(trainer_module, "_clock", clock)
+    from scorekit.samplers.monitor import progress_bar
+
+    # a plain line at every update (the test's stderr is not a terminal)
+    monkeypatch.setattr(trainer_module, "progress_bar", lambda *a, **k: progress_bar(*a, **{**k, "every": 0.0}))
+    train(tiny(), data(), config(n_iters=1000, time_budget=95.0), tmp_path / "r", callback=clock.tick)
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training: step")]
+    # ten (fake) seconds a step and 95 s of budget: the run ends at step 10, and from the first log window on
+    # (log_every 3) the display counts towards 10
+    assert shown[-1].startswith("training: step 10/10 (100%)")
+    assert any(line.startswith("training: step 4/10 ") for line in shown)
+    assert not any("/1000" in line for line in shown[3:])

@@ -5,29 +5,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from .helpers import torchrun
 from .test_cli import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess, pytest.mark.usefixtures("with_entry_points")]
 
 
-def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _scorekit(args: list[str], cwd: Path):
+    """The installed ``scorekit`` console script under torchrun, two CPU processes, plugins loaded."""
     scorekit = shutil.which("scorekit", path=os.path.dirname(sys.executable))
     assert scorekit is not None, "the scorekit console script is not installed beside this Python"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", scorekit, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return torchrun([scorekit, *args], cwd=str(cwd), plugins=True)
 
 
 def test_run_under_torchrun_makes_one_run_directory(tmp_path):
-    proc = _torchrun(["run", "--preset", "ncsn-digits", *TINY], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _scorekit(["run", "--preset", "ncsn-digits", *TINY], tmp_path)
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs  # rank 0 chose it; rank 1 used the same one
     run = runs[0]
@@ -44,7 +42,6 @@ def test_run_under_torchrun_makes_one_run_directory(tmp_path):
     assert steps == sorted(set(steps))  # each step logged once, by rank 0
 
     # a resume under torchrun continues the same directory on both ranks
-    proc = _torchrun(["resume", str(run), "train.n_iters=8", "--no-samples"], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _scorekit(["resume", str(run), "train.n_iters=8", "--no-samples"], tmp_path)
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 8
     assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -450,7 +450,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                               f"{', '.join('train.' + k for k in SCHEDULE_KEYS)}, sample.*); for other changes start a "
                               f"new run: scorekit train --config {config} {item}")
     cfg = resolve(get_host(), None, config, args.overrides)
-    if not any(run_dir.glob("*.pt")):
+    if not any(run_dir.glob("*.pt")) and distributed.detect().is_main:
         print(f"{run_dir} has no checkpoint yet: training starts at step 0 with its config.toml")
     _train_run(cfg, str(run_dir), args.inception_weights, final_samples=not args.no_samples)
     return 0

@@ -78,7 +78,7 @@ from scorekit.training.monitor import (
     save_grid,
     summary_writer_class,
 )
-from scorekit.training.run_config import RunConfig, SampleConfig, TrainConfig
+from scorekit.training.run_config import SCHEDULE_KEYS, RunConfig, SampleConfig, TrainConfig
 from scorekit.training.schedules import lr_scheduler
 
 logger = logging.getLogger("scorekit.training")
@@ -91,8 +91,7 @@ CheckpointHook = Callable[[int, ScoreModel, Path], "dict[str, Any] | None"]
 #: ``on_start(step, checkpoint)``: the run is set up and starts from ``step`` (0, or that of ``checkpoint``)
 StartHook = Callable[[int, "Path | None"], None]
 #: training options that do not change the trained weights (a resume may change them freely)
-_BOOKKEEPING = ("n_iters", "keep_checkpoints", "checkpoint_every", "log_every", "eval_every", "sample_every",
-                "time_budget", "logger")
+_BOOKKEEPING = SCHEDULE_KEYS
 #: the clock of ``time_budget`` (a test replaces it)
 _clock = time.monotonic
 
@@ -381,6 +380,7 @@ class _Run:
         budget_reached = False
         if config.logger == "tensorboard" and self.env.is_main:
             self.metrics.writer = open_tensorboard(self.run_dir, resumed_step=self.step)
+        first_step = self.step
         bar = progress_bar(config.n_iters, "training", "step", initial=self.step,
                            disable=not (progress and self.env.is_main))
         # the random states before each step, for a Ctrl-C in the middle of it; numpy's and Python's
@@ -416,9 +416,12 @@ class _Run:
                         extra = {} if grad_norm is None else {"grad_norm": grad_norm.item()}
                         self.metrics.write("train", self.step, loss=last_loss, lr=lr, it_per_s=rate, **extra)
                         bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                        if config.time_budget is not None and not done:  # the bar's end: where the budget ends
+                            bar.total = self._projected_last_step(started, first_step)
                         window_loss.zero_()
                         window_steps = 0
                     if budget_reached:
+                        bar.total = self.step  # the run ends here: the display says 100 %
                         bar.close()  # its last line comes before the message
                         self._stop_on_budget(_clock() - started)
                 if self.env.is_main:
@@ -456,6 +459,15 @@ class _Run:
             dist.broadcast(flag, src=0)
             reached = bool(flag.item())
         return reached
+
+    def _projected_last_step(self, started: float, first_step: int) -> int:
+        """The step at which ``time_budget`` will end the run at this process's pace so far (at most ``n_iters``):
+        the progress display's total, so that its percentage and remaining time follow the budget."""
+        elapsed = _clock() - started
+        if elapsed <= 0 or self.step <= first_step:
+            return self.config.n_iters
+        left = max(0.0, self.config.time_budget - elapsed)  # type: ignore[operator]
+        return min(self.config.n_iters, self.step + math.ceil((self.step - first_step) / elapsed * left))
 
     def _stop_on_budget(self, elapsed: float) -> None:
         """Record that the time budget ends the run at this step (its checkpoint follows)."""
