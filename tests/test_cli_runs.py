@@ -153,3 +153,30 @@ def test_checkpoints_keep_the_data_mean_for_the_default_start(trained):
     # the mean of 256 of the 1,438 training digits: its standard error is below 0.01 (pixel std 0.4 / 16 over
     # correlated pixels, measured spread 0.004), so 0.03 is loose but still fails for a wrong scale or channel
     assert abs(stored - float(images[train].mean())) < 0.03
+
+
+@pytest.mark.slow
+def test_compiled_sampling_draws_the_eager_samples(monkeypatch):
+    """``sample.compile`` runs the network through torch.compile: the same chains, to float tolerance."""
+    import scorekit
+
+    compiled_modules = []
+    real_compile = torch.compile
+
+    def spy(module, *args, **kwargs):
+        compiled_modules.append(module)
+        return real_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    from scorekit.cli.outputs import sample_images
+    from scorekit.training.run_config import SampleConfig
+
+    model = scorekit.compose(network_options={"dim": 2, "hidden": 8}, sigmas=[1.0, 0.1],
+                             sampler_options={"steps_per_level": 3})
+    like = torch.zeros(1, 2)
+    eager = sample_images(model, like, SampleConfig(n_samples=16, batch_size=8, clamp=None), progress=False)
+    compiled = sample_images(model, like, SampleConfig(n_samples=16, batch_size=8, clamp=None, compile=True),
+                             progress=False)
+    # float32 kernels fused differently: differences of a few ulps per step, far below the chains' scale (~1)
+    assert compiled_modules == [model.network]  # compiled once, only when asked
+    assert torch.allclose(eager, compiled, atol=1e-4) and not torch.equal(eager, torch.zeros_like(eager))

@@ -75,12 +75,16 @@ def sample_images(model: ScoreModel, like: torch.Tensor, cfg: SampleConfig, *, n
     """``n`` samples (default ``cfg.n_samples``) in batches from the sampler's initial noise, clamped to ``cfg.clamp``.
 
     The draws come from one CPU generator seeded with ``cfg.seed``, ``cfg.batch_size`` chains at a time;
-    ``mean`` (the data's, stored in checkpoints) centres the default start of a sampler without its own.
+    ``mean`` (the data's, stored in checkpoints) centres the default start of a sampler without its own;
+    ``cfg.compile`` runs the network through ``torch.compile``.
     """
     n = cfg.n_samples if n is None else n
     param = next(model.parameters(), None)
     if param is not None:  # `like` gives the shape only: the chains run where the model is (a CUDA run's FID hook)
         like = like[:1].to(device=param.device, dtype=param.dtype)
+    if cfg.compile:
+        model.materialize(like[:1])
+        model = model.with_network(torch.compile(model.network))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     samples = sample_in_batches(model, like, n, generator=gen, batch_size=cfg.batch_size, to_cpu=True,
                                 progress=progress, mean=mean)

@@ -172,6 +172,9 @@ class SampleConfig:
                                                     converter=attrs.converters.optional(tuple))
     use_ema: bool = attrs.field(default=True, validator=boolean)
     seed: int = attrs.field(default=0, validator=seed_value)
+    #: ``torch.compile`` the network for the final samples (``sample``, ``run``): pays off only when the
+    #: sampling outlasts the compilation (docs/results.md, "Compiled sampling")
+    compile: bool = attrs.field(default=False, validator=boolean)
 
 
 @frozen

@@ -1,0 +1,57 @@
+"""Compiled sampling (``sample.compile``) against eager on a trained run: time and agreement.
+
+    python benchmarks/sample_compile.py RUN_DIR [--n 1000]
+
+Draws the run's final samples (its sampler, EMA weights, ``sample.batch_size`` chains at a time, the same
+seed) three ways in one process: eager, compiled with the compilation (the first call), and compiled once
+compiled (the second call). Reports the seconds of each, where the compiled sampling pays off, and the
+largest difference between the eager and the compiled samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine  # noqa: E402
+
+from scorekit.cli import outputs  # noqa: E402
+from scorekit.training import load_model_from_checkpoint  # noqa: E402
+
+
+def timed(model, like, cfg, n: int) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    samples = outputs.sample_images(model, like, cfg, n=n, progress=False)
+    return time.perf_counter() - start, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--n", type=int, default=1000)
+    args = parser.parse_args()
+    model, cfg = load_model_from_checkpoint(args.run_dir / "last.pt")
+    like = torch.zeros(1, *torch.load(args.run_dir / "last.pt", weights_only=False)["example_shape"])
+    print(f"command: python benchmarks/sample_compile.py {' '.join(sys.argv[1:])}\nmachine: {machine()}")
+    eager_s, eager = timed(model, like, attrs.evolve(cfg.sample, compile=False), args.n)
+    compiled_cfg = attrs.evolve(cfg.sample, compile=True)
+    first_s, _ = timed(model, like, compiled_cfg, args.n)
+    again_s, compiled = timed(model, like, compiled_cfg, args.n)
+    print(f"{args.n} samples, sampler {cfg.model.sampler} {dict(cfg.model.sampler_options)}")
+    print(f"eager {eager_s:.1f} s; compiled: first call {first_s:.1f} s (compilation included), then {again_s:.1f} s "
+          f"({eager_s / again_s:.2f}x eager)")
+    saved = eager_s - again_s
+    if saved > 0:
+        print(f"pays off after {(first_s - again_s) / saved:.1f} samplings of this size in one process")
+    print(f"largest |eager - compiled| {float((eager - compiled).abs().max()):.2e}")
+
+
+if __name__ == "__main__":
+    main()
