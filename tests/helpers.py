@@ -27,3 +27,11 @@ def torchrun(args: list[str], *, cwd: str | None = None, nproc: int = 2, timeout
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def torchrun_script(source: str, folder: os.PathLike) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` to ``folder/worker.py`` and run it under :func:`torchrun` with ``folder`` as its argument."""
+    script = os.path.join(folder, "worker.py")
+    with open(script, "w") as f:
+        f.write(source)
+    return torchrun([script, str(folder)], timeout=120)

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from .helpers import torchrun
+from .helpers import torchrun_script
 
 WORKER = textwrap.dedent(
     """
@@ -34,9 +34,7 @@ WORKER = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_processes_keep_identical_replicas(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    torchrun([str(script), str(tmp_path)], timeout=120)
+    torchrun_script(WORKER, tmp_path)
 
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["step"] == r1["step"] == 6

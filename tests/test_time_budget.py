@@ -14,7 +14,7 @@ import scorekit
 from scorekit.training import TrainConfig, load_checkpoint, train
 from scorekit.training import trainer as trainer_module
 
-from .helpers import torchrun
+from .helpers import torchrun_script
 
 
 def data() -> torch.Tensor:
@@ -138,9 +138,7 @@ torch.save({"step": result.step, "reached": result.time_budget_reached}, os.path
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_under_torchrun_every_rank_stops_at_rank_0s_step(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    torchrun([str(script), str(tmp_path)], timeout=120)
+    torchrun_script(WORKER, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks == [{"step": 4, "reached": True}, {"step": 4, "reached": True}]
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
