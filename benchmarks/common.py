@@ -32,19 +32,21 @@ class SmallConvNet(nn.Module):
 
 
 def training_step(network: nn.Module | str, estimator: str, options: dict, x: torch.Tensor, sigmas: torch.Tensor,
-                  network_options: dict | None = None) -> Callable[[], None]:
-    """One training step (loss + backward + Adam step) of ``estimator`` on ``network`` with a fixed batch ``x``."""
+                  network_options: dict | None = None, *, compile: bool = False) -> Callable[[], None]:
+    """One training step (loss + backward + Adam step) of ``estimator`` on ``network`` with a fixed batch ``x``;
+    ``compile`` runs the network through ``torch.compile``, as ``train.compile`` does."""
     import scorekit
 
     model = scorekit.compose(network=network, estimator=estimator, sampler=None, estimator_options=options,
                              network_options=network_options, sigmas=sigmas)
     model.materialize(x)  # any lazy layer is sized before the optimizer sees the parameters
+    run = model.with_network(torch.compile(model.network)) if compile else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        model.loss(x, generator=gen).backward()
+        run.loss(x, generator=gen).backward()
         opt.step()
 
     return step

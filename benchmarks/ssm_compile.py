@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SmallConvNet, interleaved_medians, machine  # noqa: E402
+from common import SmallConvNet, interleaved_medians, machine, training_step  # noqa: E402
 
 import scorekit  # noqa: E402
 
@@ -33,19 +33,7 @@ CANDIDATES = {"dsm": ("dsm", {}), "ssm reverse k=1": ("ssm", {"jacobian_mode": "
 def step_fn(estimator: str, options: dict, x: torch.Tensor, compiled: bool) -> Callable[[], None]:
     """One training step of a fresh network (the same initial weights for every candidate)."""
     torch.manual_seed(0)
-    model = scorekit.compose(network=SmallConvNet(3, 64, 4), estimator=estimator, sampler=None,
-                             estimator_options=options, sigmas=SIGMAS)
-    model.materialize(x)
-    run = model.with_network(torch.compile(model.network)) if compiled else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        run.loss(x, generator=gen).backward()
-        opt.step()
-
-    return step
+    return training_step(SmallConvNet(3, 64, 4), estimator, options, x, SIGMAS, compile=compiled)
 
 
 def main() -> None:
