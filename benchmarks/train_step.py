@@ -6,15 +6,16 @@
 ``CondRefineNetDilated`` is timed side by side, interleaved, in the same process. A
 training step is the DSM loss (one level per example, Eq. 5 with lambda = sigma^2) +
 backward + Adam step; a sampling step is one annealed Langevin update (Algorithm 1).
-Peak memory is the peak resident set size of a fresh process doing three training steps.
-Goal (issue 5): scorekit no slower than the reference.
+Peak memory is the peak resident set size (``VmHWM``) of a fresh process doing three training steps;
+"saved for backward" is the size of the tensors autograd keeps from one forward pass (storages counted
+once), the activation memory that the architecture decides, free of allocator noise.
+Goals: issue 5, no slower than the reference; issue 16, 1.5x its throughput at 0.7x its memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import types
@@ -77,8 +78,32 @@ def make_steps(net: torch.nn.Module, score, batch: int):
     return train_step, sample_step
 
 
+def saved_for_backward_mib(score, batch: int) -> float:
+    """MiB of the tensors autograd saves in one forward pass of ``score`` (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.rand(batch, 3, 32, 32)
+    labels = torch.arange(batch) % len(SIGMAS)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        score(x, labels)
+    return sum(storages.values()) / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size. Not ``getrusage``'s ``ru_maxrss``: Linux carries that over
+    ``exec`` from the forking parent, so a child of a large benchmark process reports the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (this benchmark's memory figure needs Linux)")
+
+
 def peak_memory_child(kind: str, reference: str | None, ngf: int, batch: int) -> None:
-    """Runs in a fresh process: three training steps, then prints the peak RSS in MiB."""
+    """Runs in a fresh process: three training steps, then prints the peak RSS and the saved tensors' MiB."""
     if kind == "scorekit":
         net, score, _ = scorekit_candidate(ngf, batch)
     else:
@@ -86,15 +111,16 @@ def peak_memory_child(kind: str, reference: str | None, ngf: int, batch: int) ->
     train_step, _ = make_steps(net, score, batch)
     for _ in range(3):
         train_step()
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    peak = peak_rss_mib()
+    print(json.dumps({"peak_rss_mib": peak, "saved_mib": saved_for_backward_mib(score, batch)}))
 
 
-def peak_memory(kind: str, args: argparse.Namespace) -> float:
+def peak_memory(kind: str, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", kind, "--ngf", str(args.ngf), "--batch", str(args.batch)]
     if args.reference:
         cmd += ["--reference", str(args.reference)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -126,14 +152,18 @@ def main() -> None:
     print("command: python benchmarks/train_step.py " + " ".join(sys.argv[1:]))
     print(f"ncsn ngf={args.ngf}, CIFAR-10 3x32x32, batch {args.batch}, "
           f"{sum(p.numel() for p in net.parameters()):,} parameters")
-    print("| implementation | train step (s) | sampling step (s) | peak RSS, 3 train steps (MiB) |")
-    print("|---|---|---|---|")
+    print("| implementation | train step (s) | sampling step (s) | peak RSS, 3 train steps (MiB) "
+          "| saved for backward (MiB) |")
+    print("|---|---|---|---|---|")
     for k in kinds:
-        print(f"| {k} | {med[k + ' train']:.3f} | {med[k + ' sample']:.3f} | {memory[k]:.0f} |")
+        print(f"| {k} | {med[k + ' train']:.3f} | {med[k + ' sample']:.3f} | {memory[k]['peak_rss_mib']:.0f} "
+              f"| {memory[k]['saved_mib']:.0f} |")
     if args.reference:
+        ours, ref = memory["scorekit"], memory["reference"]
         print(f"| ratio scorekit / reference | {med['scorekit train'] / med['reference train']:.2f} | "
               f"{med['scorekit sample'] / med['reference sample']:.2f} | "
-              f"{memory['scorekit'] / memory['reference']:.2f} |")
+              f"{ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f} | {ours['saved_mib'] / ref['saved_mib']:.2f} |")
+        print(f"scorekit's training throughput: {med['reference train'] / med['scorekit train']:.2f}x the reference's")
 
 
 if __name__ == "__main__":

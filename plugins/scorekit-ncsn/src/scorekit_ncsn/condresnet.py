@@ -117,7 +117,7 @@ class CondResNet(nn.Module):
         self.channels, self.image_size, self.ngf, self.n_blocks = channels, image_size, ngf, n_blocks
         if sigma_data is not None and not (sigma_data > 0 and scale_by_sigma):
             raise ValueError(f"CondResNet needs sigma_data > 0 and scale_by_sigma=True, got {sigma_data!r}")
-        self.act = layers.activation(activation, "CondResNet")  # checks the name before any block is built
+        layers.activation(activation, "CondResNet")  # checks the name before any block is built
         self.activation = activation
         self.dilations = tuple(dils)
         self.scale_by_sigma = bool(scale_by_sigma)
@@ -130,7 +130,7 @@ class CondResNet(nn.Module):
         self.blocks = nn.ModuleList(
             CondResidualBlock(ngf, ngf, num_levels, dilation=None if d == 1 else d, act=activation) for d in dils
         )
-        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels)
+        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels, act=activation)
         self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
 
     def extra_repr(self) -> str:
@@ -152,7 +152,7 @@ class CondResNet(nn.Module):
         h = self.begin_conv(2.0 * x - 1.0)
         for block in self.blocks:
             h = block(h, level)
-        out = self.end_conv(self.act(self.end_norm(h, level)))
+        out = self.end_norm(h, level, conv=self.end_conv)
         if not self.scale_by_sigma:
             return out
         sig = self.sigmas.to(out.dtype)[level].reshape(-1, 1, 1, 1)

@@ -16,8 +16,9 @@ deviation of the ``mu_k`` across the maps of one example.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .norm_activation import ACTIVATION_RULES, ConvSpec, norm_activation
 
 __all__ = ["CondInstanceNormPlusPlus"]
 
@@ -44,9 +45,16 @@ class CondInstanceNormPlusPlus(nn.Module):
 
     Initialisation, as in the reference: ``gamma`` and ``alpha`` ~ N(1, 0.02**2),
     ``beta`` = 0.
+
+    ``act`` (``"elu"``, ``"silu"`` or None) applies the activation that follows the norm in the same
+    autograd node (:func:`~scorekit_ncsn.norm_activation.norm_activation`), and so may the convolution
+    after it (``forward``'s ``conv``): the node keeps only its input for the backward pass instead of
+    up to four full-size intermediates.
     """
 
-    def __init__(self, num_features: int, num_levels: int, *, eps: float = 1e-5) -> None:
+    def __init__(
+        self, num_features: int, num_levels: int, *, eps: float = 1e-5, act: str | None = None
+    ) -> None:
         super().__init__()
         if num_features < 2:
             raise ValueError(
@@ -55,6 +63,10 @@ class CondInstanceNormPlusPlus(nn.Module):
             )
         if num_levels < 1:
             raise ValueError(f"CondInstanceNormPlusPlus needs num_levels >= 1, got {num_levels}")
+        if act not in ACTIVATION_RULES:
+            known = sorted(a for a in ACTIVATION_RULES if a is not None)
+            raise ValueError(f"CondInstanceNormPlusPlus got act={act!r}; known: {known} or None")
+        self.act = act
         self.num_features = num_features
         self.num_levels = num_levels
         self.eps = eps
@@ -70,17 +82,15 @@ class CondInstanceNormPlusPlus(nn.Module):
             self.alpha.normal_(1.0, 0.02)
             self.beta.zero_()
 
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` ([B, C, H, W]) with the parameters of each example's level.
+    def forward(
+        self, x: torch.Tensor, level: torch.Tensor, conv: nn.Conv2d | ConvSpec | None = None
+    ) -> torch.Tensor:
+        """Normalise ``x`` ([B, C, H, W]) with the parameters of each example's level (then ``act``).
 
-        ``level`` is a long tensor of shape [B] with values in ``[0, num_levels)``.
+        ``level`` is a long tensor of shape [B] with values in ``[0, num_levels)``. ``conv``, the
+        convolution that follows, joins the same autograd node, so that its input is recomputed in the
+        backward pass rather than kept (the result is ``conv(norm(x))``).
         """
-        # (x_k - mu_k) / s_k by a fused native kernel: the full-size work is this and one addcmul. Group norm
-        # with one group per map is instance norm (to 1 ulp), and unlike F.instance_norm (which runs
-        # batch_norm) its forward-mode derivative can be differentiated again: through batch_norm's, the
-        # gradients of forward-mode sliced score matching came out wrong (tests/test_ssm_modes.py).
-        x_hat = F.group_norm(x, self.num_features, eps=self.eps)
-
         # Where each map's mean sits among the maps of its example ([B, C, 1, 1]: cheap).
         map_mean = x.mean(dim=(2, 3), keepdim=True)  # mu_k
         across_mean = map_mean.mean(dim=1, keepdim=True)  # m
@@ -89,7 +99,9 @@ class CondInstanceNormPlusPlus(nn.Module):
 
         gamma = self.gamma[level][:, :, None, None]
         shift = self.beta[level][:, :, None, None] + self.alpha[level][:, :, None, None] * mean_hat
-        return torch.addcmul(shift, gamma, x_hat)
+        # gamma * (x_k - mu_k) / s_k + shift (then the activation): the full-size work, one autograd node
+        return norm_activation(x, gamma, shift, self.act, eps=self.eps, conv=conv)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, num_levels={self.num_levels}, eps={self.eps}"
+        act = "" if self.act is None else f", act={self.act!r}"
+        return f"{self.num_features}, num_levels={self.num_levels}, eps={self.eps}{act}"

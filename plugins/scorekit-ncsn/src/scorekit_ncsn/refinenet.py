@@ -99,8 +99,7 @@ class NCSN(nn.Module):
         self.refine2 = CondRefineBlock([wide, wide], ngf, num_levels)
         self.refine1 = CondRefineBlock([ngf, ngf], ngf, num_levels, is_last=True)
 
-        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels)
-        self.act = nn.ELU()
+        self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels, act="elu")
         self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
 
     def extra_repr(self) -> str:
@@ -139,4 +138,4 @@ class NCSN(nn.Module):
         r = self.refine2([s2, r], level, size(s2))
         r = self.refine1([s1, r], level, size(s1))
 
-        return self.end_conv(self.act(self.end_norm(r, level)))
+        return self.end_norm(r, level, conv=self.end_conv)
