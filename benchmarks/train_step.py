@@ -1,6 +1,6 @@
 """One training step and one sampling step of the CIFAR-10 ``ncsn`` network, against the authors' code.
 
-    python benchmarks/train_step.py [--reference PATH] [--batch 16] [--rounds 3] [--ngf 128]
+    python benchmarks/train_step.py [--reference PATH] [--batch 16] [--rounds 3] [--ngf 128] [--bf16]
 
 ``--reference`` is a checkout of github.com/ermongroup/ncsn (never vendored here); its
 ``CondRefineNetDilated`` is timed side by side, interleaved, in the same process. A
@@ -52,7 +52,7 @@ def reference_candidate(path: Path, ngf: int):
     return net, lambda x, labels: net(x, labels)
 
 
-def make_steps(net: torch.nn.Module, score, batch: int):
+def make_steps(net: torch.nn.Module, score, batch: int, bf16: bool = False):
     """Closures for one DSM training step and one annealed Langevin update with ``score(x, labels)``."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
@@ -62,7 +62,9 @@ def make_steps(net: torch.nn.Module, score, batch: int):
         labels = torch.randint(0, 10, (batch,), generator=gen)
         sigma = SIGMAS[labels].reshape(-1, 1, 1, 1)
         z = torch.randn(x.shape, generator=gen)
-        loss = 0.5 * (sigma * score(x + sigma * z, labels) + z).pow(2).flatten(1).sum(1).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # what train.bf16 does
+            s = score(x + sigma * z, labels).float()
+        loss = 0.5 * (sigma * s + z).pow(2).flatten(1).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -102,13 +104,13 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (this benchmark's memory figure needs Linux)")
 
 
-def peak_memory_child(kind: str, reference: str | None, ngf: int, batch: int) -> None:
+def peak_memory_child(kind: str, reference: str | None, ngf: int, batch: int, bf16: bool = False) -> None:
     """Runs in a fresh process: three training steps, then prints the peak RSS and the saved tensors' MiB."""
     if kind == "scorekit":
         net, score, _ = scorekit_candidate(ngf, batch)
     else:
         net, score = reference_candidate(Path(reference), ngf)  # type: ignore[arg-type]
-    train_step, _ = make_steps(net, score, batch)
+    train_step, _ = make_steps(net, score, batch, bf16)
     for _ in range(3):
         train_step()
     peak = peak_rss_mib()
@@ -117,6 +119,7 @@ def peak_memory_child(kind: str, reference: str | None, ngf: int, batch: int) ->
 
 def peak_memory(kind: str, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", kind, "--ngf", str(args.ngf), "--batch", str(args.batch)]
+    cmd += ["--bf16"] if args.bf16 else []
     if args.reference:
         cmd += ["--reference", str(args.reference)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -129,20 +132,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ngf", type=int, default=128)
+    parser.add_argument("--bf16", action="store_true",
+                        help="training steps of both networks under CPU bfloat16 autocast (as train.bf16)")
     parser.add_argument("--child", choices=["scorekit", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        peak_memory_child(args.child, str(args.reference) if args.reference else None, args.ngf, args.batch)
+        peak_memory_child(args.child, str(args.reference) if args.reference else None, args.ngf, args.batch, args.bf16)
         return
 
     net, score, _ = scorekit_candidate(args.ngf, args.batch)
-    ours_train, ours_sample = make_steps(net, score, args.batch)
+    ours_train, ours_sample = make_steps(net, score, args.batch, args.bf16)
     candidates = {"scorekit train": ours_train, "scorekit sample": ours_sample}
     kinds = ["scorekit"]
     if args.reference:
         ref_net, ref_score = reference_candidate(args.reference, args.ngf)
         assert sum(p.numel() for p in ref_net.parameters()) == sum(p.numel() for p in net.parameters())
-        ref_train, ref_sample = make_steps(ref_net, ref_score, args.batch)
+        ref_train, ref_sample = make_steps(ref_net, ref_score, args.batch, args.bf16)
         candidates.update({"reference train": ref_train, "reference sample": ref_sample})
         kinds.append("reference")
     med = interleaved_medians(candidates, rounds=args.rounds, warmup=1)
@@ -151,7 +156,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print("command: python benchmarks/train_step.py " + " ".join(sys.argv[1:]))
     print(f"ncsn ngf={args.ngf}, CIFAR-10 3x32x32, batch {args.batch}, "
-          f"{sum(p.numel() for p in net.parameters()):,} parameters")
+          f"{sum(p.numel() for p in net.parameters()):,} parameters" + (", training under bf16 autocast" if args.bf16 else ""))
     print("| implementation | train step (s) | sampling step (s) | peak RSS, 3 train steps (MiB) "
           "| saved for backward (MiB) |")
     print("|---|---|---|---|---|")

@@ -20,7 +20,7 @@ from scorekit.samplers.info import Callback
 from scorekit.samplers.inpaint import KnownEntries
 from scorekit.samplers.langevin import LangevinFamily, levels_of
 from scorekit.samplers.monitor import needs_sigmas_message
-from scorekit.score import ScoreFunction, as_score
+from scorekit.score import ScoreFunction, as_score, ordinary, sampling_mode
 
 
 class AnnealedSampler(LangevinFamily):
@@ -52,5 +52,7 @@ class AnnealedSampler(LangevinFamily):
         levels = levels_of(sigmas)
         if levels is None:  # called directly, without the composition's check
             raise CompositionError(needs_sigmas_message(self.name))
-        with torch.no_grad():
-            return self.sample_levels(as_score(score), x, levels, generator, callback, projection)
+        score = as_score(score)
+        with sampling_mode(score):
+            x = self.sample_levels(score, x, levels, generator, callback, projection)
+        return ordinary(x)

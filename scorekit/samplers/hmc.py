@@ -21,7 +21,7 @@ from scorekit.samplers.adaptation import DualAveraging, RunningVariance, window_
 from scorekit.samplers.info import Callback, SamplerStep, mean_norm
 from scorekit.samplers.langevin import fixed_sigma
 from scorekit.samplers.monitor import format_chains, progress_bar
-from scorekit.score import ScoreFunction, append_dims, as_score, rows, sigma_batch
+from scorekit.score import ScoreFunction, append_dims, as_score, ordinary, rows, sampling_mode, sigma_batch
 from scorekit.validators import (
     boolean,
     frozen,
@@ -304,8 +304,9 @@ class HMC:
         """Like calling the sampler, and also returns the run's :class:`HMCSummary`."""
         sigma = fixed_sigma(self.sigma, sigmas)
         potential = Potential(as_score(score), sigma)
-        with torch.no_grad():
-            return self._run(potential, x_init, sigma, generator, callback)
+        with sampling_mode(potential.score):
+            x, summary = self._run(potential, x_init, sigma, generator, callback)
+        return ordinary(x), summary
 
     def _run(
         self, potential: Potential, x: torch.Tensor, sigma: float | None,
@@ -337,7 +338,7 @@ class HMC:
                 summary = HMCSummary(
                     acceptance_rate=float(accept_sum) / (n_chains * self.n_steps) if self.metropolis else None,
                     step_size=step_size, n_divergent=int(divergent_sum), n_divergent_warmup=divergent_warmup,
-                    inverse_mass=inverse_mass, n_chains=n_chains, n_warmup=self.n_warmup, n_steps=self.n_steps,
+                    inverse_mass=ordinary(inverse_mass), n_chains=n_chains, n_warmup=self.n_warmup, n_steps=self.n_steps,
                 )
             if callback is not None:
                 callback(SamplerStep(

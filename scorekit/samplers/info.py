@@ -20,7 +20,9 @@ class SamplerStep:
 
     The float fields are computed only when a callback is given, so a run without one
     costs nothing extra. ``x`` is the state after the step; the sampler never modifies
-    it afterwards, so a callback may keep it without copying.
+    it afterwards, so a callback may keep it without copying. For a plain score network it is
+    an inference tensor (:func:`scorekit.score.sampling_mode`): it can be read, but modifying
+    it in place or using it in autograd needs ``x.clone()`` first (``summary`` holds ordinary tensors).
     """
 
     #: step index, counting from 0 over the whole run (all levels, warm-up included)

@@ -17,7 +17,7 @@ from scorekit import rng
 from scorekit.samplers.info import Callback, draw_initial_noise
 from scorekit.samplers.inpaint import KnownEntries, bool_mask
 from scorekit.samplers.monitor import StepLog
-from scorekit.score import ScoreFunction, as_score, sigma_batch
+from scorekit.score import ScoreFunction, as_score, ordinary, sampling_mode, sigma_batch
 from scorekit.validators import as_pair, boolean, frozen, optional, positive, positive_int, required_range, value_range
 
 
@@ -69,10 +69,11 @@ def run_levels(
     ``projection`` (inpainting, Algorithm 2) starts each noisy level (drawing that level's
     noisy copy of the known entries) and is applied after every update; its ``final`` runs
     once at the end. Raises :class:`DivergenceError` if a chain becomes NaN or inf.
-    ``x`` is not modified. The score is called with one ``[B]`` sigma tensor per level.
+    ``x`` is not modified. The score is called with one ``[B]`` sigma tensor per level, under
+    :func:`~scorekit.score.sampling_mode`; the result is an ordinary tensor (:func:`~scorekit.score.ordinary`).
     """
     log = StepLog(sum(level.n_steps for level in levels), "sampling", "step", callback, progress)
-    with torch.no_grad():
+    with sampling_mode(score):
         for level in levels:
             sigma = sigma_batch(level.sigma, x)
             half, root = level.step_size / 2, math.sqrt(level.step_size)
@@ -93,7 +94,7 @@ def run_levels(
         if projection is not None:
             x = projection.final(x)
     log.close()
-    return x
+    return ordinary(x)
 
 
 class LangevinFamily:

@@ -76,6 +76,11 @@ def _map_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]
     return mean.reshape(b, c, 1, 1), rstd.reshape(b, c, 1, 1)
 
 
+def _norm_dtype(x: torch.Tensor, gamma: torch.Tensor) -> torch.dtype:
+    """The precision the normalisation runs in: that of ``x`` or of the norm's parameters, the wider."""
+    return torch.promote_types(x.dtype, gamma.dtype)
+
+
 class ConvSpec(NamedTuple):
     """A 2-D convolution applied after the activation inside the node: weights and hyper-parameters."""
 
@@ -107,8 +112,10 @@ class NormActivation(torch.autograd.Function):
         x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor | None,
         bias: torch.Tensor | None, act: str | None, eps: float, conv: ConvSpec | None,
     ) -> torch.Tensor:
-        # group norm with one group per map is instance norm, by a fused native kernel
-        y = ACTIVATION_RULES[act][0](torch.addcmul(shift, gamma, F.group_norm(x, x.shape[1], eps=eps)))
+        # group norm with one group per map is instance norm, by a fused native kernel; in the parameters'
+        # precision at least (bf16 maps from an autocast convolution are normalised in float32)
+        x_hat = F.group_norm(x.to(_norm_dtype(x, gamma)), x.shape[1], eps=eps)
+        y = ACTIVATION_RULES[act][0](torch.addcmul(shift, gamma, x_hat))
         return y if conv is None else conv.apply(y, weight, bias)  # type: ignore[arg-type]
 
     @staticmethod
@@ -118,22 +125,28 @@ class NormActivation(torch.autograd.Function):
         ctx.save_for_forward(x, gamma, shift, weight)
         ctx.act, ctx.eps, ctx.conv = act, eps, conv
         ctx.has_bias = bias is not None
+        ctx.out_dtype = output.dtype  # the convolution's precision (bfloat16 under autocast)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, gamma, shift, weight = ctx.saved_tensors
+        x_in, gamma, shift, weight = ctx.saved_tensors
+        x = x_in.to(_norm_dtype(x_in, gamma))
         act, act_grad = ACTIVATION_RULES[ctx.act]
         mean, rstd = _map_stats(x, ctx.eps)
         scale = gamma * rstd
         z = torch.addcmul(shift - scale * mean, scale, x)  # gamma * x_hat + shift, one fused pass over x
         grad_weight = grad_bias = None
         if ctx.conv is not None:
-            conv = ctx.conv
+            conv, dtype = ctx.conv, ctx.out_dtype
             # the convolution's input is recomputed, not saved: the node's whole memory saving
             grad, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad, act(z), weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
-                conv.dilation, False, [0, 0], conv.groups, [True, ctx.needs_input_grad[3], ctx.needs_input_grad[4]],
+                grad, act(z).to(dtype), weight.to(dtype), [weight.shape[0]] if ctx.has_bias else None, conv.stride,
+                conv.padding, conv.dilation, False, [0, 0], conv.groups,
+                [True, ctx.needs_input_grad[3], ctx.needs_input_grad[4]],
             )
+            grad = grad.to(z.dtype)
+            grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+            grad_bias = None if grad_bias is None else grad_bias.to(weight.dtype)
         gz = act_grad(grad, z)
         n = x.shape[2] * x.shape[3]
         sum_gz = gz.sum(dim=(2, 3), keepdim=True)
@@ -141,13 +154,14 @@ class NormActivation(torch.autograd.Function):
         # dL/dx = gamma rstd (gz - mean(gz) - x_hat mean(gz x_hat)), written as a gz + b x + c
         b = -scale * rstd * sum_gz_xhat / n
         c = -scale * sum_gz / n - b * mean
-        grad_x = torch.addcmul(c, b, x).addcmul_(scale, gz)
+        grad_x = torch.addcmul(c, b, x).addcmul_(scale, gz).to(x_in.dtype)
         return (grad_x, _unbroadcast(sum_gz_xhat, gamma), _unbroadcast(sum_gz, shift), grad_weight, grad_bias,
                 None, None, None)
 
     @staticmethod
     def jvp(ctx, dx, dgamma, dshift, dweight, dbias, _act, _eps, _conv):  # type: ignore[override]
-        x, gamma, shift, weight = ctx.saved_tensors
+        x_in, gamma, shift, weight = ctx.saved_tensors
+        x = x_in.to(_norm_dtype(x_in, gamma))
         act, act_grad = ACTIVATION_RULES[ctx.act]
         mean, rstd = _map_stats(x, ctx.eps)
         x_hat = (x - mean) * rstd
@@ -162,9 +176,10 @@ class NormActivation(torch.autograd.Function):
         dy = act_grad(dz, z)
         if ctx.conv is None:
             return dy
-        out = ctx.conv.apply(dy, weight, dbias)
+        dtype = ctx.out_dtype
+        out = ctx.conv.apply(dy.to(dtype), weight.to(dtype), None if dbias is None else dbias.to(dtype))
         if dweight is not None:
-            out = out + ctx.conv.apply(act(z), dweight, None)
+            out = out + ctx.conv.apply(act(z).to(dtype), dweight.to(dtype), None)
         return out
 
 

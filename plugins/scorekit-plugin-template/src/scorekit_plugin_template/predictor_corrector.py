@@ -6,6 +6,8 @@ signal-to-noise ratio (the corrector), then one reverse-diffusion step to the ne
 After the last level, an optional noise-free step to sigma = 0 denoises the samples.
 It has no ``initial_noise``: ``model.initial_noise`` (and so ``scorekit train`` and ``scorekit sample``)
 starts it from N(0, sigma_1^2 I), sigma_1 the largest sigma, the prior of the variance-exploding SDE.
+The loop runs under ``scorekit.score.sampling_mode(score)`` (``torch.inference_mode()`` for a plain
+score network) and returns ``ordinary(x)``, a tensor the caller may modify or differentiate.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from scorekit import rng
 from scorekit.errors import CompositionError
 from scorekit.samplers import SamplerStep
+from scorekit.score import ordinary, sampling_mode
 from scorekit.validators import boolean, frozen, non_negative_int, positive
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -58,7 +61,7 @@ class PredictorCorrector:
         assert sigmas is not None
         levels = [float(s) for s in sigmas.tolist()] + [0.0]
         x, step = x_init, 0
-        with torch.no_grad():
+        with sampling_mode(score):
             for i, (sigma, following) in enumerate(zip(levels[:-1], levels[1:])):
                 sigma_b = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
                 for _ in range(self.n_corrector):
@@ -74,7 +77,7 @@ class PredictorCorrector:
                 if following > 0:
                     x = x + math.sqrt(variance) * rng.randn_like(x, generator)
                 step = self._report(callback, step, i, sigma, variance, s, x)
-        return x
+        return ordinary(x)
 
     @staticmethod
     def _report(callback: Callback | None, step: int, level: int, sigma: float, step_size: float,
