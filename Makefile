@@ -24,11 +24,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q
 
+# every speed benchmark that needs nothing from outside the repository; REFERENCE=PATH (a checkout of
+# github.com/ermongroup/ncsn) adds the authors' network to train_step.py. sampler_quality.py (a trained run),
+# mnist_auto.py (MNIST's files) and seed_grid.py (bench-quality) are run by hand.
 bench: $(STAMP)
 	$(PY) benchmarks/estimators.py
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/update_step.py
-	$(PY) benchmarks/ssm_modes.py
+	$(PY) benchmarks/ssm_modes.py --rounds 5
+	$(PY) benchmarks/ssm_compile.py
+	$(PY) benchmarks/train_step.py $(if $(REFERENCE),--reference $(REFERENCE))
+	$(PY) benchmarks/sample_compile.py
+	$(PY) benchmarks/sample_compile.py --grad-modes
 	$(PY) benchmarks/toy_mixture_weights.py
 
 # the quality of the embedded default over 3 training x 3 sampling seeds (about 35 minutes on 2 cores)

@@ -1,7 +1,10 @@
 """Compiled sampling (``sample.compile``) against eager on a trained run: time and agreement.
 
-    python benchmarks/sample_compile.py RUN_DIR [--n 1000]
-    python benchmarks/sample_compile.py RUN_DIR --grad-modes [--n 1000] [--rounds 3]
+    python benchmarks/sample_compile.py [RUN_DIR] [--n 1000]
+    python benchmarks/sample_compile.py [RUN_DIR] --grad-modes [--n 1000] [--rounds 3]
+
+Without RUN_DIR it uses the ``ncsn-digits`` preset's model untrained (the timings do not depend on the weights;
+the samples are then noise, and only their agreement is compared).
 
 Draws the run's final samples (its sampler, EMA weights, ``sample.batch_size`` chains at a time, the same
 seed) three ways in one process: eager, compiled with the compilation (the first call), and compiled once
@@ -29,7 +32,9 @@ from common import machine  # noqa: E402
 
 from scorekit.cli import outputs  # noqa: E402
 from scorekit.cli.heap import keep_freed_memory  # noqa: E402
-from scorekit.training import load_model_from_checkpoint  # noqa: E402
+import scorekit  # noqa: E402
+import scorekit.digits  # noqa: E402
+from scorekit.training import build_model, load_model_from_checkpoint  # noqa: E402
 
 
 def timed(model, like, cfg, n: int) -> tuple[float, torch.Tensor]:
@@ -40,14 +45,18 @@ def timed(model, like, cfg, n: int) -> tuple[float, torch.Tensor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a trained run (default: ncsn-digits untrained)")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--grad-modes", action="store_true", help="inference_mode against no_grad, eager")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     keep_freed_memory()  # as the scorekit command does (scorekit/cli/heap.py)
-    model, cfg = load_model_from_checkpoint(args.run_dir / "last.pt")
-    like = torch.zeros(1, *torch.load(args.run_dir / "last.pt", weights_only=False)["example_shape"])
+    if args.run_dir is None:
+        cfg = scorekit.get_host().get("preset", "ncsn-digits").factory()
+        model, like = build_model(cfg), scorekit.digits.load_digits()[0][:1]
+    else:
+        model, cfg = load_model_from_checkpoint(args.run_dir / "last.pt")
+        like = torch.zeros(1, *torch.load(args.run_dir / "last.pt", weights_only=False)["example_shape"])
     print(f"command: python benchmarks/sample_compile.py {' '.join(sys.argv[1:])}\nmachine: {machine()}")
     if args.grad_modes:
         grad_modes(model, like, attrs.evolve(cfg.sample, compile=False), args.n, args.rounds)

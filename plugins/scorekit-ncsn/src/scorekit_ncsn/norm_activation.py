@@ -164,15 +164,28 @@ class NormActivation(torch.autograd.Function):
         x = x_in.to(_norm_dtype(x_in, gamma))
         act, act_grad = ACTIVATION_RULES[ctx.act]
         mean, rstd = _map_stats(x, ctx.eps)
-        x_hat = (x - mean) * rstd
-        dz = torch.zeros_like(x) if dx is None else gamma * rstd * (
-            dx - dx.mean(dim=(2, 3), keepdim=True) - x_hat * (x_hat * dx).mean(dim=(2, 3), keepdim=True)
-        )
+        scale = gamma * rstd
+        # The tangent of z = gamma x_hat + shift as dz = scale dx + b x + c, with per-map coefficients b, c:
+        # two full-size passes (and one reduction) where the textbook formula takes six, and as many fewer
+        # tensors for the backward pass through the tangent. With m = mean(dx) and q = mean(x_hat dx):
+        # dz = scale (dx - m - x_hat q) + dgamma x_hat + dshift.
+        b = torch.zeros_like(scale)
+        c = torch.zeros_like(scale)
+        if dx is not None:
+            dx = dx.to(x.dtype)
+            m = dx.mean(dim=(2, 3), keepdim=True)
+            q = rstd * ((x * dx).mean(dim=(2, 3), keepdim=True) - mean * m)
+            b = -scale * rstd * q
+            c = -scale * m - b * mean
         if dgamma is not None:
-            dz = dz + dgamma * x_hat
+            b = b + dgamma * rstd
+            c = c - dgamma * rstd * mean
         if dshift is not None:
-            dz = dz + dshift
-        z = torch.addcmul(shift, gamma, x_hat)
+            c = c + dshift
+        dz = torch.addcmul(c, b, x)
+        if dx is not None:
+            dz = torch.addcmul(dz, scale, dx)  # out of place: addcmul_ has no vmap batching rule
+        z = torch.addcmul(shift - scale * mean, scale, x)
         dy = act_grad(dz, z)
         if ctx.conv is None:
             return dy
