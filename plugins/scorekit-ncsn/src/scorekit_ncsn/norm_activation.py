@@ -44,7 +44,9 @@ def _elu_grad(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def _silu_grad(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    # composed (aten's silu_backward has no derivative of its own): act'(z) = sig (1 + z (1 - sig))
+    if not torch.is_grad_enabled():  # a first-order backward: the fused native kernel
+        return torch.ops.aten.silu_backward(grad, z)
+    # to be differentiated again (aten's silu_backward has no derivative): act'(z) = sig (1 + z (1 - sig))
     sig = torch.sigmoid(z)
     return grad * sig * (1 + z * (1 - sig))
 
@@ -148,13 +150,20 @@ class NormActivation(torch.autograd.Function):
             grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
             grad_bias = None if grad_bias is None else grad_bias.to(weight.dtype)
         gz = act_grad(grad, z)
-        n = x.shape[2] * x.shape[3]
         sum_gz = gz.sum(dim=(2, 3), keepdim=True)
         sum_gz_xhat = rstd * ((gz * x).sum(dim=(2, 3), keepdim=True) - mean * sum_gz)
-        # dL/dx = gamma rstd (gz - mean(gz) - x_hat mean(gz x_hat)), written as a gz + b x + c
-        b = -scale * rstd * sum_gz_xhat / n
-        c = -scale * sum_gz / n - b * mean
-        grad_x = torch.addcmul(c, b, x).addcmul_(scale, gz).to(x_in.dtype)
+        # dL/dx = gamma rstd (gz - mean(gz) - x_hat mean(gz x_hat))
+        if torch.is_grad_enabled():  # to be differentiated again: as a gz + b x + c with per-map b, c
+            n = x.shape[2] * x.shape[3]
+            b = -scale * rstd * sum_gz_xhat / n
+            c = -scale * sum_gz / n - b * mean
+            grad_x = torch.addcmul(c, b, x).addcmul_(scale, gz)
+        else:  # a first-order backward: group norm's fused kernel, fed the gradient of x_hat
+            grad_x = torch.ops.aten.native_group_norm_backward(
+                gz * gamma, x, mean.reshape(x.shape[:2]), rstd.reshape(x.shape[:2]), None, x.shape[0], x.shape[1],
+                x.shape[2] * x.shape[3], x.shape[1], [True, False, False],
+            )[0]
+        grad_x = grad_x.to(x_in.dtype)
         return (grad_x, _unbroadcast(sum_gz_xhat, gamma), _unbroadcast(sum_gz, shift), grad_weight, grad_bias,
                 None, None, None)
 
