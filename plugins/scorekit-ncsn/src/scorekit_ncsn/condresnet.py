@@ -42,7 +42,7 @@ from torch import nn
 from . import layers
 from .layers import CondResidualBlock
 from .levels import as_level_sigmas, check_images, sigma_batch, sigma_to_level
-from .normalization import CondInstanceNormPlusPlus
+from .normalization import CondInstanceNormPlusPlus, fuse_norms
 
 __all__ = ["CondResNet", "cond_resnet_num_parameters"]
 
@@ -78,6 +78,10 @@ class CondResNet(nn.Module):
             ``sigma << sigma_data`` it reduces to ``f / sigma``. Needs ``scale_by_sigma``.
         data_mean: the centre of the Gaussian term (pixel value), used with ``sigma_data``.
         activation: ``"elu"`` (default, as in NCSN) or ``"silu"``.
+        fused_norm: compute each CondInstanceNorm++, its activation and the convolution after it as one
+            autograd node that keeps only its input for the backward pass (default; about a third of the
+            activation memory, docs/results.md), or from separately differentiated ops (``False``: more
+            memory, less Python per layer, faster for small feature maps). The same function either way.
 
     ``forward(x, sigma)``: ``x`` of shape [B, C, image_size, image_size], pixels in
     [0, 1] (perturbed data may leave that range); ``sigma`` of shape [B] or a scalar,
@@ -97,6 +101,7 @@ class CondResNet(nn.Module):
         sigma_data: float | None = None,
         data_mean: float = 0.5,
         activation: str = "elu",
+        fused_norm: bool = True,
     ) -> None:
         super().__init__()
         sigmas_t = as_level_sigmas(sigmas, "CondResNet")
@@ -132,12 +137,15 @@ class CondResNet(nn.Module):
         )
         self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels, act=activation)
         self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
+        fuse_norms(self, fused_norm, "CondResNet")
+        self.fused_norm = fused_norm
 
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
             f"n_blocks={self.n_blocks}, dilations={self.dilations}, num_levels={self.num_levels}, "
-            f"scale_by_sigma={self.scale_by_sigma}, sigma_data={self.sigma_data}, activation={self.activation!r}"
+            f"scale_by_sigma={self.scale_by_sigma}, sigma_data={self.sigma_data}, activation={self.activation!r}, "
+            f"fused_norm={self.fused_norm}"
         )
 
     def sigma_to_level(self, sigma: torch.Tensor) -> torch.Tensor:

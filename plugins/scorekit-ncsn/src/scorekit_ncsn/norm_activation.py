@@ -12,8 +12,9 @@ against the convolutions around it: the NCSN training step's activation memory d
 Everything a score estimator needs still works: the backward is built from differentiable ops (reverse-mode
 sliced score matching differentiates it again), :meth:`NormActivation.jvp` gives forward mode its tangent
 (forward-mode sliced score matching, ``torch.func.jvp``) and ``generate_vmap_rule`` lets ``torch.func.vmap``
-batch several tangents. The composed ops stay as :func:`reference_norm_activation`, which the tests compare
-against in float64.
+batch several tangents. The composed ops stay as :func:`composed_norm_activation`: the tests compare the node
+against it in float64, and the networks' ``fused_norm=False`` uses it where memory is no concern and the
+node's per-layer Python costs more than it saves (small feature maps: docs/results.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATION_RULES", "ConvSpec", "norm_activation", "reference_norm_activation"]
+__all__ = ["ACTIVATION_RULES", "ConvSpec", "norm_activation", "composed_norm_activation"]
 
 
 def _elu(z: torch.Tensor) -> torch.Tensor:
@@ -229,11 +230,13 @@ def norm_activation(
     return NormActivation.apply(x, gamma, shift, weight, bias, act, eps, spec)
 
 
-def reference_norm_activation(
+def composed_norm_activation(
     x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor, act: str | None = None, *, eps: float = 1e-5,
     conv: nn.Conv2d | ConvSpec | None = None,
 ) -> torch.Tensor:
-    """The same function from separately differentiated ops (what the tests compare :func:`norm_activation` to)."""
+    """The same function from separately differentiated ops: autograd keeps every intermediate, and no Python
+    runs per layer in the backward pass, the cheaper choice for small feature maps (``fused_norm=False``); the
+    tests compare :func:`norm_activation` against it."""
     z = torch.addcmul(shift, gamma, F.group_norm(x, x.shape[1], eps=eps))
     y = F.elu(z) if act == "elu" else ACTIVATION_RULES[act][0](z)
     spec = ConvSpec.of(conv) if isinstance(conv, nn.Conv2d) else conv

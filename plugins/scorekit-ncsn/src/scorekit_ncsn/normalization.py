@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .norm_activation import ACTIVATION_RULES, ConvSpec, norm_activation
+from .norm_activation import ACTIVATION_RULES, ConvSpec, composed_norm_activation, norm_activation
 
-__all__ = ["CondInstanceNormPlusPlus"]
+__all__ = ["CondInstanceNormPlusPlus", "fuse_norms"]
 
 
 class CondInstanceNormPlusPlus(nn.Module):
@@ -49,11 +49,13 @@ class CondInstanceNormPlusPlus(nn.Module):
     ``act`` (``"elu"``, ``"silu"`` or None) applies the activation that follows the norm in the same
     autograd node (:func:`~scorekit_ncsn.norm_activation.norm_activation`), and so may the convolution
     after it (``forward``'s ``conv``): the node keeps only its input for the backward pass instead of
-    up to four full-size intermediates.
+    up to four full-size intermediates. ``fused=False`` computes the same function from separately
+    differentiated ops instead (:func:`~scorekit_ncsn.norm_activation.composed_norm_activation`).
     """
 
     def __init__(
-        self, num_features: int, num_levels: int, *, eps: float = 1e-5, act: str | None = None
+        self, num_features: int, num_levels: int, *, eps: float = 1e-5, act: str | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if num_features < 2:
@@ -67,6 +69,7 @@ class CondInstanceNormPlusPlus(nn.Module):
             known = sorted(a for a in ACTIVATION_RULES if a is not None)
             raise ValueError(f"CondInstanceNormPlusPlus got act={act!r}; known: {known} or None")
         self.act = act
+        self.fused = fused
         self.num_features = num_features
         self.num_levels = num_levels
         self.eps = eps
@@ -100,8 +103,18 @@ class CondInstanceNormPlusPlus(nn.Module):
         gamma = self.gamma[level][:, :, None, None]
         shift = self.beta[level][:, :, None, None] + self.alpha[level][:, :, None, None] * mean_hat
         # gamma * (x_k - mu_k) / s_k + shift (then the activation): the full-size work, one autograd node
-        return norm_activation(x, gamma, shift, self.act, eps=self.eps, conv=conv)
+        combine = norm_activation if self.fused else composed_norm_activation
+        return combine(x, gamma, shift, self.act, eps=self.eps, conv=conv)
 
     def extra_repr(self) -> str:
         act = "" if self.act is None else f", act={self.act!r}"
-        return f"{self.num_features}, num_levels={self.num_levels}, eps={self.eps}{act}"
+        return f"{self.num_features}, num_levels={self.num_levels}, eps={self.eps}{act}, fused={self.fused}"
+
+
+def fuse_norms(network: nn.Module, fused: bool, owner: str) -> None:
+    """Set ``fused`` on every :class:`CondInstanceNormPlusPlus` of ``network`` (its ``fused_norm`` option)."""
+    if not isinstance(fused, bool):
+        raise ValueError(f"{owner} needs fused_norm True or False, got {fused!r}")
+    for module in network.modules():
+        if isinstance(module, CondInstanceNormPlusPlus):
+            module.fused = fused

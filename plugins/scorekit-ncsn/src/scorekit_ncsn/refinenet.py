@@ -26,7 +26,7 @@ from torch import nn
 
 from .layers import CondRefineBlock, CondResidualBlock
 from .levels import SIGMA_RTOL, as_level_sigmas, check_images, sigma_batch, sigma_to_level
-from .normalization import CondInstanceNormPlusPlus
+from .normalization import CondInstanceNormPlusPlus, fuse_norms
 
 __all__ = ["NCSN", "SIGMA_RTOL"]
 
@@ -42,6 +42,10 @@ class NCSN(nn.Module):
         image_size: image height and width (square images); must be even, because
             the encoder halves the resolution once.
         ngf: width of the first cascade (the others use ``2 * ngf``).
+        fused_norm: compute each CondInstanceNorm++, its activation and the convolution after it as one
+            autograd node that keeps only its input for the backward pass (default; about a third of the
+            activation memory, docs/results.md), or from separately differentiated ops (``False``: more
+            memory, less Python per layer, faster for small feature maps). The same function either way.
 
     ``forward(x, sigma)`` takes ``x`` of shape [B, C, image_size, image_size] with
     pixels in [0, 1] (perturbed data may leave that range) and ``sigma`` of shape [B]
@@ -56,6 +60,7 @@ class NCSN(nn.Module):
         channels: int = 3,
         image_size: int = 32,
         ngf: int = 128,
+        fused_norm: bool = True,
     ) -> None:
         super().__init__()
         sigmas_t = as_level_sigmas(sigmas, "NCSN")
@@ -101,11 +106,13 @@ class NCSN(nn.Module):
 
         self.end_norm = CondInstanceNormPlusPlus(ngf, num_levels, act="elu")
         self.end_conv = nn.Conv2d(ngf, channels, kernel_size=3, padding=1)
+        fuse_norms(self, fused_norm, "NCSN")
+        self.fused_norm = fused_norm
 
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
-            f"num_levels={self.num_levels}"
+            f"num_levels={self.num_levels}, fused_norm={self.fused_norm}"
         )
 
     def sigma_to_level(self, sigma: torch.Tensor) -> torch.Tensor:
