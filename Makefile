@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/update_step.py
 	$(PY) benchmarks/ssm_modes.py --rounds 5
 	$(PY) benchmarks/ssm_compile.py
+	$(PY) benchmarks/conv_batching.py
 	$(PY) benchmarks/train_step.py $(if $(REFERENCE),--reference $(REFERENCE))
 	$(PY) benchmarks/sample_compile.py
 	$(PY) benchmarks/sample_compile.py --grad-modes
