@@ -50,7 +50,8 @@ class CondInstanceNormPlusPlus(nn.Module):
     autograd node (:func:`~scorekit_ncsn.norm_activation.norm_activation`), and so may the convolution
     after it (``forward``'s ``conv``): the node keeps only its input for the backward pass instead of
     up to four full-size intermediates. ``fused=False`` computes the same function from separately
-    differentiated ops instead (:func:`~scorekit_ncsn.norm_activation.composed_norm_activation`).
+    differentiated ops instead (:func:`~scorekit_ncsn.norm_activation.composed_norm_activation`), and so does
+    a network run through ``torch.compile``.
     """
 
     def __init__(
@@ -103,7 +104,11 @@ class CondInstanceNormPlusPlus(nn.Module):
         gamma = self.gamma[level][:, :, None, None]
         shift = self.beta[level][:, :, None, None] + self.alpha[level][:, :, None, None] * mean_hat
         # gamma * (x_k - mu_k) / s_k + shift (then the activation): the full-size work, one autograd node
-        combine = norm_activation if self.fused else composed_norm_activation
+        # Under torch.compile the composed ops: Dynamo cannot trace an autograd.Function with a custom jvp (a
+        # graph break at every layer), and the compiler's partitioner recomputes element-wise work in the
+        # backward pass by itself.
+        fused = self.fused and not torch.compiler.is_compiling()
+        combine = norm_activation if fused else composed_norm_activation
         return combine(x, gamma, shift, self.act, eps=self.eps, conv=conv)
 
     def extra_repr(self) -> str:
