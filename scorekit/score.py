@@ -117,8 +117,8 @@ def sampling_mode(score: Any) -> AbstractContextManager[Any]:
     """The grad mode a sampler runs its loop under, for ``score`` (a :class:`ScoreFunction` or a network).
 
     ``torch.inference_mode()`` when the score needs no autograd (a plain score network): it
-    skips autograd's bookkeeping (version counters, view tracking), cheaper than
-    ``torch.no_grad()``. ``torch.no_grad()`` when it does (:attr:`ScoreFunction.needs_autograd`:
+    skips autograd's bookkeeping (version counters, view tracking; no faster than
+    ``torch.no_grad()`` on ncsn-digits, docs/results.md). ``torch.no_grad()`` when it does (:attr:`ScoreFunction.needs_autograd`:
     an energy network's score is ``-grad E``, which autograd computes and inference mode would
     forbid). Tensors made under inference mode are inference tensors, which cannot be modified
     in place outside it nor saved for backward: a sampler returns :func:`ordinary` of its
