@@ -11,10 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from scorekit_ncsn.layers import box_mean5
-from scorekit_ncsn.norm_activation import ConvSpec, norm_activation, composed_norm_activation
+from scorekit_ncsn.norm_activation import (
+    ConvSpec,
+    composed_norm_activation,
+    norm_activation,
+)
+from scorekit_ncsn.refinenet import NCSN
+from torch import nn
+from torch._dynamo.utils import counters
+
+import scorekit
 
 B, C, H, W = 2, 3, 5, 5
 ACTS = [None, "elu", "silu"]
@@ -152,8 +159,6 @@ def test_networks_train_under_bf16_autocast(network) -> None:
     """``train.bf16``: the convolutions run in bfloat16, the norms in float32, gradients reach the float32
     weights. Tolerance 0.1 relative: bfloat16 keeps 8 bits of mantissa (0.4 % per rounding) and the error
     compounds over the 10-70 layers; a broken dtype path fails outright or is off by far more."""
-    import scorekit
-
     sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10)
     options = {"ngf": 8, "image_size": 8, "channels": 1}
     model = scorekit.compose(network=network, estimator="dsm", sampler="annealed_langevin", sigmas=sigmas,
@@ -178,8 +183,6 @@ def test_networks_train_under_bf16_autocast(network) -> None:
 def test_fused_norm_option_computes_the_same_network_with_less_saved(network) -> None:
     """``fused_norm=False`` (the composed ops) and the default node: the same outputs and gradients (in float64,
     where only the order of rounding differs), and the node keeps well under half the bytes for backward."""
-    import scorekit
-
     sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10)
     nets = {}
     for fused in (True, False):
@@ -192,7 +195,7 @@ def test_fused_norm_option_computes_the_same_network_with_less_saved(network) ->
     for fused, net in nets.items():
         storages: dict[int, int] = {}
 
-        def pack(t):
+        def pack(t, storages=storages):
             storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
 
@@ -208,8 +211,6 @@ def test_fused_norm_option_computes_the_same_network_with_less_saved(network) ->
 
 
 def test_fused_norm_must_be_a_bool() -> None:
-    from scorekit_ncsn.refinenet import NCSN
-
     with pytest.raises(ValueError, match="fused_norm True or False, got 'yes'"):
         NCSN(sigmas=[1.0, 0.1], channels=1, image_size=8, ngf=4, fused_norm="yes")
 
@@ -219,9 +220,6 @@ def test_torch_compile_traces_the_networks_without_graph_breaks_at_the_norms() -
     networks take the composed ops; the fused node would break the graph at every layer. The eager backend
     traces without compiling (fast); the outputs must equal the eager network's up to float32 rounding (the
     eager network runs the node, whose ELU is exp - 1 rather than expm1: 1e-4 over a handful of layers)."""
-    import scorekit
-    from torch._dynamo.utils import counters
-
     torch._dynamo.reset()
     counters.clear()
     sigmas = scorekit.geometric_sigmas(1.0, 0.01, 10)

@@ -122,7 +122,7 @@ class CondResNet(nn.Module):
         self.channels, self.image_size, self.ngf, self.n_blocks = channels, image_size, ngf, n_blocks
         if sigma_data is not None and not (sigma_data > 0 and scale_by_sigma):
             raise ValueError(f"CondResNet needs sigma_data > 0 and scale_by_sigma=True, got {sigma_data!r}")
-        layers.activation(activation, "CondResNet")  # checks the name before any block is built
+        layers.check_activation(activation, "CondResNet")  # before any block is built
         self.activation = activation
         self.dilations = tuple(dils)
         self.scale_by_sigma = bool(scale_by_sigma)

@@ -19,35 +19,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm_activation import ConvSpec
+from .norm_activation import ACTIVATION_RULES, ConvSpec
 from .normalization import CondInstanceNormPlusPlus
 
 __all__ = [
     "ACTIVATIONS",
-    "activation",
-    "ConvMeanPool",
-    "CondResidualBlock",
-    "CondRCUBlock",
-    "CondMSFBlock",
     "CondCRPBlock",
+    "CondMSFBlock",
+    "CondRCUBlock",
     "CondRefineBlock",
+    "CondResidualBlock",
+    "ConvMeanPool",
     "box_mean5",
+    "check_activation",
     "conv3x3",
 ]
 
 
-#: activation name -> module class. ELU is the paper's; SiLU costs far less on CPU (this
-#: torch build evaluates ELU's expm1 without SIMD: 1.9 ms against 0.12 ms for SiLU on a
+#: the activations a block takes after its norms (computed inside the norm's autograd node,
+#: :data:`~scorekit_ncsn.norm_activation.ACTIVATION_RULES`). ELU is the paper's; SiLU costs far less on
+#: CPU (this torch build evaluates ELU's expm1 without SIMD: 1.9 ms against 0.12 ms for SiLU on a
 #: 128 x 48 x 8 x 8 tensor, 2 threads) and trained ``cond_resnet`` to a lower held-out loss.
-ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "silu": nn.SiLU}
+ACTIVATIONS: tuple[str, ...] = tuple(sorted(name for name in ACTIVATION_RULES if name is not None))
 
 
-def activation(name: str, owner: str) -> nn.Module:
-    """A fresh activation module for ``name``; an unknown name raises naming the known ones."""
-    try:
-        return ACTIVATIONS[name]()
-    except (KeyError, TypeError):
-        raise ValueError(f"{owner} got activation={name!r}; known: {sorted(ACTIVATIONS)}") from None
+def check_activation(name: str, owner: str) -> str:
+    """``name`` if it is one of :data:`ACTIVATIONS`; otherwise a ValueError naming the known ones."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"{owner} got activation={name!r}; known: {list(ACTIVATIONS)}")
+    return name
 
 
 def conv3x3(in_channels: int, out_channels: int, *, dilation: int = 1, bias: bool) -> nn.Conv2d:
@@ -108,7 +108,7 @@ class CondResidualBlock(nn.Module):
         act: str = "elu",
     ) -> None:
         super().__init__()
-        activation(act, "CondResidualBlock")  # checks the name
+        check_activation(act, "CondResidualBlock")
         dil = 1 if dilation is None else dilation
         # each norm applies the activation after it in one autograd node (norm_activation.py)
         self.norm1 = CondInstanceNormPlusPlus(in_channels, num_levels, act=act)

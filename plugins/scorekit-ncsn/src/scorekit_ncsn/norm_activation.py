@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATION_RULES", "ConvSpec", "norm_activation", "composed_norm_activation"]
+__all__ = ["ACTIVATION_RULES", "ConvSpec", "composed_norm_activation", "norm_activation"]
 
 
 def _elu(z: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .norm_activation import ACTIVATION_RULES, ConvSpec, composed_norm_activation, norm_activation
+from .norm_activation import (
+    ACTIVATION_RULES,
+    ConvSpec,
+    composed_norm_activation,
+    norm_activation,
+)
 
 __all__ = ["CondInstanceNormPlusPlus", "fuse_norms"]
 
